@@ -1,0 +1,25 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Supervision
+
+/// The `http` hosted service: HTTP/1.1 static files from the web root.
+public struct HTTPService: HostedService {
+    public let name = "http"
+    let settings: HTTPSettings
+
+    public init(settings: HTTPSettings) {
+        self.settings = settings
+    }
+
+    public func run(_ context: InstanceContext) async throws {
+        let fileIO = NonBlockingFileIO(threadPool: .singleton)
+        let root = settings.webRoot
+        try await ServerInstance.run(context) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                try channel.pipeline.syncOperations.addHandler(StaticFileHandler(root: root, fileIO: fileIO))
+            }
+        }
+    }
+}

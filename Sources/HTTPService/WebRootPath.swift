@@ -1,0 +1,68 @@
+import Glibc
+
+/// Maps a request target to a file inside the web root, or says why it cannot.
+///
+/// The path is percent-decoded once; `..` segments, backslashes and NUL are refused, and the result is
+/// resolved with realpath(3) so that a symlink pointing outside the root is refused too.
+enum WebRootPath {
+    enum Resolution: Equatable {
+        case file(path: String)
+        case notFound
+        case badRequest
+    }
+
+    static func resolve(target: String, root: String) -> Resolution {
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard path.hasPrefix("/") else { return .badRequest }
+        guard let decoded = path.removingPercentEncodingStrict() else { return .badRequest }
+        if decoded.contains("\0") || decoded.contains("\\") { return .notFound }
+        let segments = decoded.split(separator: "/")
+        if segments.contains(where: { $0 == ".." }) { return .notFound }
+        var candidate = root + "/" + segments.joined(separator: "/")
+        guard var resolved = inside(candidate, root: root) else { return .notFound }
+        var info = stat()
+        guard stat(resolved, &info) == 0 else { return .notFound }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            candidate = resolved + "/index.html"
+            guard let index = inside(candidate, root: root), stat(index, &info) == 0 else { return .notFound }
+            resolved = index
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .notFound }
+        return .file(path: resolved)
+    }
+
+    private static func inside(_ path: String, root: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        let resolved = String(cString: pointer)
+        return resolved == root || resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") ? resolved : nil
+    }
+}
+
+extension String {
+    /// Percent-decoding that fails on a malformed escape or invalid UTF-8 instead of guessing.
+    func removingPercentEncodingStrict() -> String? {
+        var bytes: [UInt8] = []
+        var iterator = utf8.makeIterator()
+        while let byte = iterator.next() {
+            if byte == UInt8(ascii: "%") {
+                guard let high = iterator.next().flatMap(Self.hexValue), let low = iterator.next().flatMap(Self.hexValue) else {
+                    return nil
+                }
+                bytes.append(high << 4 | low)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

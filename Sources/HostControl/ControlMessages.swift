@@ -1,0 +1,202 @@
+import Foundation
+
+/// The commands of the control socket; `inetinfoctl` has one subcommand per case.
+public enum ControlCommand: String, Codable, Sendable {
+    case status, start, stop, restart, crash, events, reload
+}
+
+/// One request: a JSON object on one line.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public var command: ControlCommand
+    /// The service a command is about (`host` for `crash host`).
+    public var service: String?
+    /// The fault kind of `crash`: `throw`, `hang` or `trap`.
+    public var mode: String?
+    /// For `events`: keep the connection open and send events as they happen.
+    public var follow: Bool?
+
+    public init(command: ControlCommand, service: String? = nil, mode: String? = nil, follow: Bool? = nil) {
+        self.command = command
+        self.service = service
+        self.mode = mode
+        self.follow = follow
+    }
+}
+
+/// One reply line. A request gets exactly one, except `events`, which gets one per event.
+public struct ControlReply: Codable, Sendable, Equatable {
+    public var ok: Bool
+    /// What went wrong, in words a person can act on.
+    public var error: String?
+    /// What was done, for commands that change something.
+    public var message: String?
+    public var status: HostStatus?
+    public var event: EventRecord?
+
+    public init(ok: Bool, error: String? = nil, message: String? = nil, status: HostStatus? = nil, event: EventRecord? = nil) {
+        self.ok = ok
+        self.error = error
+        self.message = message
+        self.status = status
+        self.event = event
+    }
+
+    public static func failure(_ error: String) -> ControlReply { ControlReply(ok: false, error: error) }
+    public static func done(_ message: String) -> ControlReply { ControlReply(ok: true, message: message) }
+}
+
+/// `status --json`: the schema outside tools rely on (see docs/control.md).
+public struct HostStatus: Codable, Sendable, Equatable {
+    public var host: HostInfo
+    public var services: [ServiceStatus]
+
+    public init(host: HostInfo, services: [ServiceStatus]) {
+        self.host = host
+        self.services = services
+    }
+
+    /// Whether every enabled service runs (`status` exits 0 then, 3 otherwise).
+    public var allEnabledRunning: Bool {
+        services.allSatisfy { !$0.enabled || $0.state == "running" }
+    }
+}
+
+public struct HostInfo: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var uptimeSeconds: Double
+    public var isolation: String
+    /// The systemd watchdog interval, `null` when no watchdog is armed.
+    public var watchdogUsec: UInt64?
+    public var faultInjection: Bool
+    /// Some enabled service is failed, or the supervisor is unhealthy.
+    public var degraded: Bool
+    /// Why the systemd watchdog is not being pinged, `null` when it is (or none is armed).
+    public var supervisorProblem: String?
+
+    public init(pid: Int32, uptimeSeconds: Double, isolation: String, watchdogUsec: UInt64?, faultInjection: Bool,
+                degraded: Bool, supervisorProblem: String?) {
+        self.pid = pid
+        self.uptimeSeconds = uptimeSeconds
+        self.isolation = isolation
+        self.watchdogUsec = watchdogUsec
+        self.faultInjection = faultInjection
+        self.degraded = degraded
+        self.supervisorProblem = supervisorProblem
+    }
+
+    // Absent values are written as `null`, not left out: the schema has every key.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(pid, forKey: .pid)
+        try container.encode(uptimeSeconds, forKey: .uptimeSeconds)
+        try container.encode(isolation, forKey: .isolation)
+        try container.encode(watchdogUsec, forKey: .watchdogUsec)
+        try container.encode(faultInjection, forKey: .faultInjection)
+        try container.encode(degraded, forKey: .degraded)
+        try container.encode(supervisorProblem, forKey: .supervisorProblem)
+    }
+}
+
+public struct FailureInfo: Codable, Sendable, Equatable {
+    public var reason: String
+    public var at: Date
+
+    public init(reason: String, at: Date) {
+        self.reason = reason
+        self.at = at
+    }
+}
+
+public struct ServiceStatus: Codable, Sendable, Equatable {
+    public var name: String
+    /// `starting`, `running`, `stopping`, `stopped`, `backoff` or `failed`.
+    public var state: String
+    public var instance: Int
+    public var restarts: Int
+    public var since: Date
+    public var listen: [String]
+    public var lastFailure: FailureInfo?
+    public var enabled: Bool
+
+    public init(name: String, state: String, instance: Int, restarts: Int, since: Date, listen: [String],
+                lastFailure: FailureInfo?, enabled: Bool) {
+        self.name = name
+        self.state = state
+        self.instance = instance
+        self.restarts = restarts
+        self.since = since
+        self.listen = listen
+        self.lastFailure = lastFailure
+        self.enabled = enabled
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(name, forKey: .name)
+        try container.encode(state, forKey: .state)
+        try container.encode(instance, forKey: .instance)
+        try container.encode(restarts, forKey: .restarts)
+        try container.encode(since, forKey: .since)
+        try container.encode(listen, forKey: .listen)
+        try container.encode(lastFailure, forKey: .lastFailure)
+        try container.encode(enabled, forKey: .enabled)
+    }
+}
+
+/// One supervisor event on the wire (`events --json`).
+public struct EventRecord: Codable, Sendable, Equatable {
+    public var time: Date
+    public var offsetMs: Int64
+    public var service: String
+    public var instance: Int
+    public var from: String
+    public var to: String
+    public var reason: String
+
+    public init(time: Date, offsetMs: Int64, service: String, instance: Int, from: String, to: String, reason: String) {
+        self.time = time
+        self.offsetMs = offsetMs
+        self.service = service
+        self.instance = instance
+        self.from = from
+        self.to = to
+        self.reason = reason
+    }
+}
+
+/// The JSON conventions of the control protocol: ISO 8601 dates, one object per line.
+public enum ControlJSON {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(formatDate(date))
+        }
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = parseDate(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not ISO 8601: \(text)"))
+            }
+            return date
+        }
+        return decoder
+    }
+
+    /// ISO 8601 with milliseconds, UTC: `2026-11-29T04:24:21.123Z`.
+    public static func formatDate(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+
+    public static func parseDate(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted)) {
+            return date
+        }
+        return try? Date(text, strategy: .iso8601)
+    }
+}

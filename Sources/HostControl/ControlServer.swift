@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+
+/// What the control server asks of the host.
+public protocol ControlHandler: Sendable {
+    /// Answers one request (every command but `events`).
+    func handle(_ request: ControlRequest) async -> ControlReply
+    /// The events so far and, when `follow` is set, every later one; the stream ends when the host stops.
+    func events(follow: Bool) -> AsyncStream<EventRecord>
+}
+
+/// The host's control socket: a Unix stream socket, mode 0600, that speaks one JSON object per line.
+///
+/// Only root and the host's own user may talk to it: the peer's credentials (SO_PEERCRED) are checked
+/// on every connection, so a socket made reachable by a permissive directory is still refused.
+public final class ControlServer: Sendable {
+    public let path: String
+    private let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let logger: Logger
+
+    private init(path: String, channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, logger: Logger) {
+        self.path = path
+        self.channel = channel
+        self.logger = logger
+    }
+
+    /// Binds the socket. A socket file left by a host that is gone is replaced; one a live host still
+    /// answers on is an error, so two hosts never share a control socket.
+    public static func bind(path: String, group: any EventLoopGroup, logger: Logger) async throws -> ControlServer {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o755])
+        }
+        if FileManager.default.fileExists(atPath: path) {
+            if ControlClient(path: path, timeout: 1).isHostListening() {
+                throw ControlError.socketInUse(path)
+            }
+            unlink(path)
+        }
+        let channel = try await ServerBootstrap(group: group)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        // The credential check below is the real guard; the mode keeps other users from connecting at all.
+        guard chmod(path, 0o600) == 0 else {
+            let code = errno
+            try? await channel.channel.close()
+            throw ControlError.cannotSecure(path, errno: code)
+        }
+        return ControlServer(path: path, channel: channel, logger: logger)
+    }
+
+    /// Serves connections until the task is cancelled or the server closed.
+    public func run(handler: any ControlHandler) async throws {
+        let allowed: Set<UInt32> = [0, getuid()]
+        try await withThrowingDiscardingTaskGroup { group in
+            try await channel.executeThenClose { inbound in
+                for try await connection in inbound {
+                    group.addTask {
+                        await self.serve(connection, handler: handler, allowed: allowed)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting connections and removes the socket file.
+    public func close() async {
+        try? await channel.channel.close()
+        unlink(path)
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, handler: any ControlHandler,
+                       allowed: Set<UInt32>) async {
+        let encoder = ControlJSON.encoder()
+        let decoder = ControlJSON.decoder()
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                func send(_ reply: ControlReply) async throws {
+                    var data = try encoder.encode(reply)
+                    data.append(0x0A)
+                    try await outbound.write(ByteBuffer(bytes: data))
+                }
+                let credentials = try await Self.peerCredentials(of: connection.channel)
+                guard allowed.contains(credentials.uid) else {
+                    logger.warning("control connection refused", metadata: ["uid": "\(credentials.uid)", "pid": "\(credentials.pid)"])
+                    try await send(.failure("permission denied: uid \(credentials.uid) may not control this host (allowed: root and uid \(getuid()))"))
+                    return
+                }
+                for try await line in inbound {
+                    let request: ControlRequest
+                    do {
+                        request = try decoder.decode(ControlRequest.self, from: Data(line.readableBytesView))
+                    } catch {
+                        try await send(.failure("malformed request: \(error)"))
+                        continue
+                    }
+                    if request.command == .events {
+                        for await event in handler.events(follow: request.follow ?? false) {
+                            try await send(ControlReply(ok: true, event: event))
+                        }
+                        return
+                    }
+                    try await send(await handler.handle(request))
+                }
+            }
+        } catch {
+            logger.debug("control connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The layout of Linux's `struct ucred` (which Glibc hides behind _GNU_SOURCE).
+    struct PeerCredentials: Sendable {
+        var pid: Int32
+        var uid: UInt32
+        var gid: UInt32
+    }
+
+    private static func peerCredentials(of channel: any Channel) async throws -> PeerCredentials {
+        guard let provider = channel as? any SocketOptionProvider else { throw ControlError.noCredentials }
+        return try await provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET),
+                                                        name: SocketOptionName(SO_PEERCRED)).get()
+    }
+}
+
+public enum ControlError: Error, CustomStringConvertible, Sendable {
+    case socketInUse(String)
+    case cannotSecure(String, errno: Int32)
+    case noCredentials
+
+    public var description: String {
+        switch self {
+        case .socketInUse(let path):
+            return "another inetinfo host is already listening on \(path)"
+        case .cannotSecure(let path, let code):
+            return "cannot restrict \(path) to mode 0600: \(String(cString: strerror(code)))"
+        case .noCredentials:
+            return "cannot read the peer credentials of a control connection"
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import Foundation
+import Supervision
+
+/// The host's typed configuration. Every key is documented in docs/configuration.md.
+public struct HostConfiguration: Sendable, Equatable {
+    public var isolation: IsolationMode = .isolated
+    public var stateDirectory: String
+    public var controlSocket: String
+    public var faultInjection = false
+    public var logLevel = "info"
+    /// Hung instances that may be abandoned before the systemd watchdog pings stop.
+    public var maxAbandoned = 3
+    public var services: [String: ServiceConfiguration] = [:]
+
+    /// Per-service keys: the supervision settings (`supervisor.*` overridden by `<service>.*`),
+    /// whether it runs, where it listens, and keys of the service's own.
+    public struct ServiceConfiguration: Sendable, Equatable {
+        public var enabled = true
+        public var listen: [String]
+        public var supervision = SupervisionSettings()
+        /// Keys of the service's own (`http.web-root`, `smtp.simulate-ms02-012`), unparsed.
+        public var options: [String: String] = [:]
+    }
+
+    /// The keys every service has; `supervisor.KEY` sets the default, `SERVICE.KEY` overrides it.
+    static let supervisionKeys: Set<String> = [
+        "restart-policy", "max-restarts", "restart-window", "on-max-restarts", "backoff-initial", "backoff-max",
+        "stable-period", "liveness-interval", "liveness-timeout", "startup-timeout", "shutdown-timeout",
+    ]
+    static let hostKeys: Set<String> = ["isolation", "state-dir", "control-socket", "fault-injection", "log-level"]
+
+    /// Builds the configuration from merged values; unknown keys and bad values are errors.
+    /// - Parameter environment: `STATE_DIRECTORY` and `RUNTIME_DIRECTORY` (set by systemd) change defaults.
+    public init(values: ConfigurationValues, catalog: [ServiceEntry], environment: [String: String]) throws {
+        let reader = Reader(values: values)
+        let knownServices = Set(catalog.map(\.name))
+        for key in values.entries.keys.sorted() {
+            let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw reader.error(key, "unknown key (keys are SECTION.NAME, see docs/configuration.md)") }
+            let (section, name) = (parts[0], parts[1])
+            let known: Bool
+            switch section {
+            case "host": known = Self.hostKeys.contains(name)
+            case "supervisor": known = Self.supervisionKeys.contains(name) || name == "max-abandoned"
+            default:
+                let entry = catalog.first { $0.name == section }
+                known = knownServices.contains(section)
+                    && (Self.supervisionKeys.contains(name) || ["enabled", "listen"].contains(name)
+                        || entry!.options.keys.contains(name))
+            }
+            guard known else { throw reader.error(key, "unknown key (see docs/configuration.md)") }
+        }
+
+        let stateDefault = environment["STATE_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) } ?? "./var"
+        stateDirectory = try reader.string("host.state-dir") ?? stateDefault
+        let runtimeDefault = environment["RUNTIME_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) }
+            .map { "\($0)/inetinfo.sock" } ?? "\(stateDirectory)/run/inetinfo.sock"
+        controlSocket = try reader.string("host.control-socket") ?? runtimeDefault
+        isolation = try reader.choice("host.isolation", IsolationMode.self) ?? .isolated
+        faultInjection = try reader.bool("host.fault-injection") ?? false
+        logLevel = try reader.choice("host.log-level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) ?? "info"
+        maxAbandoned = try reader.integer("supervisor.max-abandoned", minimum: 0) ?? 3
+
+        let defaults = try reader.supervision(prefix: "supervisor", base: SupervisionSettings())
+        for entry in catalog {
+            var service = ServiceConfiguration(listen: [entry.defaultListen])
+            service.enabled = try reader.bool("\(entry.name).enabled") ?? true
+            if let listen = try reader.string("\(entry.name).listen") {
+                service.listen = listen.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            }
+            service.supervision = try reader.supervision(prefix: entry.name, base: defaults)
+            for (option, defaultValue) in entry.options {
+                service.options[option] = values["\(entry.name).\(option)"]?.value ?? defaultValue
+            }
+            services[entry.name] = service
+        }
+    }
+
+    /// Reads typed values and reports errors with the key and where the value came from.
+    struct Reader {
+        let values: ConfigurationValues
+
+        func error(_ key: String, _ problem: String) -> ConfigurationError {
+            ConfigurationError(key: key, problem: problem, source: values[key]?.source ?? "configuration")
+        }
+
+        func string(_ key: String) throws -> String? {
+            guard let value = values[key]?.value else { return nil }
+            guard !value.isEmpty else { throw error(key, "must not be empty") }
+            return value
+        }
+
+        func bool(_ key: String) throws -> Bool? {
+            guard let value = values[key]?.value else { return nil }
+            switch value.lowercased() {
+            case "true", "yes", "on", "1": return true
+            case "false", "no", "off", "0": return false
+            default: throw error(key, "'\(value)' is not a boolean (true or false)")
+            }
+        }
+
+        func integer(_ key: String, minimum: Int) throws -> Int? {
+            guard let value = values[key]?.value else { return nil }
+            guard let number = Int(value) else { throw error(key, "'\(value)' is not an integer") }
+            guard number >= minimum else { throw error(key, "\(number) is below the minimum \(minimum)") }
+            return number
+        }
+
+        func milliseconds(_ key: String) throws -> Duration? {
+            try integer(key, minimum: 0).map { .milliseconds($0) }
+        }
+
+        func seconds(_ key: String) throws -> Duration? {
+            guard let value = values[key]?.value else { return nil }
+            guard let number = Double(value), number >= 0 else { throw error(key, "'\(value)' is not a number of seconds") }
+            return .milliseconds(Int64(number * 1000))
+        }
+
+        func choice(_ key: String, _ allowed: [String]) throws -> String? {
+            guard let value = values[key]?.value else { return nil }
+            guard allowed.contains(value) else { throw error(key, "'\(value)' is not one of \(allowed.joined(separator: ", "))") }
+            return value
+        }
+
+        func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, _ type: Choice.Type) throws -> Choice?
+        where Choice.RawValue == String {
+            try choice(key, Choice.allCases.map(\.rawValue)).flatMap(Choice.init(rawValue:))
+        }
+
+        func supervision(prefix: String, base: SupervisionSettings) throws -> SupervisionSettings {
+            var settings = base
+            settings.restartPolicy = try choice("\(prefix).restart-policy", RestartPolicy.self) ?? base.restartPolicy
+            settings.maxRestarts = try integer("\(prefix).max-restarts", minimum: 0) ?? base.maxRestarts
+            settings.restartWindow = try seconds("\(prefix).restart-window") ?? base.restartWindow
+            settings.onMaxRestarts = try choice("\(prefix).on-max-restarts", IntensityOutcome.self) ?? base.onMaxRestarts
+            settings.backoffInitial = try milliseconds("\(prefix).backoff-initial") ?? base.backoffInitial
+            settings.backoffMax = try milliseconds("\(prefix).backoff-max") ?? base.backoffMax
+            settings.stablePeriod = try seconds("\(prefix).stable-period") ?? base.stablePeriod
+            settings.livenessInterval = try milliseconds("\(prefix).liveness-interval") ?? base.livenessInterval
+            settings.livenessTimeout = try milliseconds("\(prefix).liveness-timeout") ?? base.livenessTimeout
+            settings.startupTimeout = try milliseconds("\(prefix).startup-timeout") ?? base.startupTimeout
+            settings.shutdownTimeout = try milliseconds("\(prefix).shutdown-timeout") ?? base.shutdownTimeout
+            if settings.backoffMax < settings.backoffInitial { settings.backoffMax = settings.backoffInitial }
+            if settings.livenessInterval == .zero { throw error("\(prefix).liveness-interval", "must be above 0") }
+            if settings.livenessTimeout == .zero { throw error("\(prefix).liveness-timeout", "must be above 0") }
+            return settings
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import HostControl
+import Logging
+import Supervision
+
+/// Answers control-socket requests from the supervisor's state.
+struct HostControlHandler: ControlHandler {
+    let supervisor: Supervisor
+    let reloader: HostReloader
+    let isolation: IsolationMode
+    let faultInjection: Bool
+    let watchdogUsec: UInt64?
+    let started: ContinuousClock.Instant
+    let logger: Logger
+
+    func handle(_ request: ControlRequest) async -> ControlReply {
+        do {
+            switch request.command {
+            case .status:
+                return ControlReply(ok: true, status: try await status(only: request.service))
+            case .start:
+                try await supervisor.startService(try required(request.service))
+                return .done("\(request.service!) starting")
+            case .stop:
+                try await supervisor.stopService(try required(request.service))
+                return .done("\(request.service!) stopped")
+            case .restart:
+                try await supervisor.restartService(try required(request.service))
+                return .done("\(request.service!) restarted")
+            case .crash:
+                return try await crash(service: try required(request.service), mode: request.mode ?? "throw")
+            case .reload:
+                return .done(try await reloader.reload())
+            case .events:
+                return .failure("events are streamed; this reply should not happen")
+            }
+        } catch {
+            return .failure("\(error)")
+        }
+    }
+
+    func events(follow: Bool) -> AsyncStream<EventRecord> {
+        let (history, updates) = supervisor.events.subscribe()
+        return AsyncStream { continuation in
+            let task = Task {
+                for event in history { continuation.yield(Self.record(event)) }
+                if follow {
+                    for await event in updates { continuation.yield(Self.record(event)) }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private func required(_ service: String?) throws -> String {
+        guard let service, !service.isEmpty else { throw HandlerError("this command needs a service name") }
+        return service
+    }
+
+    private func status(only name: String?) async throws -> HostStatus {
+        let all = await supervisor.snapshot()
+        var services = all
+        if let name { services = [try await supervisor.snapshot(of: name)] }
+        let problem = supervisor.health.problem(maxTickAge: .seconds(5))
+        let host = HostInfo(
+            pid: getpid(),
+            uptimeSeconds: Double((ContinuousClock.now - started).components.seconds),
+            isolation: isolation.rawValue,
+            watchdogUsec: watchdogUsec,
+            faultInjection: faultInjection,
+            degraded: problem != nil || all.contains { $0.enabled && $0.state == .failed },
+            supervisorProblem: problem)
+        return HostStatus(host: host, services: services.map(Self.status))
+    }
+
+    private func crash(service: String, mode: String) async throws -> ControlReply {
+        guard faultInjection else {
+            throw HandlerError("fault injection is disabled on this host; start inetinfo with --enable-fault-injection to allow crash")
+        }
+        guard let fault = Fault(rawValue: mode) else {
+            throw HandlerError("unknown crash mode '\(mode)' (use throw, hang or trap)")
+        }
+        if service == "host" {
+            logger.critical("crash of the host requested", metadata: ["mode": "\(mode)"])
+            // Answer first, then break: the operator sees that the request was taken.
+            switch fault {
+            case .hang:
+                Task {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    await supervisor.wedge()
+                }
+                return .done("host wedging: the supervisor stops and systemd watchdog pings end")
+            case .trap:
+                Task {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    fatalError("injected fault: host trap")
+                }
+                return .done("host trapping: the process dies")
+            case .throw:
+                throw HandlerError("crash host supports --mode hang or trap")
+            }
+        }
+        try await supervisor.inject(fault, into: service)
+        return .done("\(mode) injected into \(service)")
+    }
+
+    static func status(_ snapshot: ServiceSnapshot) -> ServiceStatus {
+        ServiceStatus(name: snapshot.name, state: snapshot.state.rawValue, instance: snapshot.instance,
+                      restarts: snapshot.restarts, since: snapshot.since, listen: snapshot.listen,
+                      lastFailure: snapshot.lastFailure.map { FailureInfo(reason: $0.reason, at: $0.at) },
+                      enabled: snapshot.enabled)
+    }
+
+    static func record(_ event: SupervisorEvent) -> EventRecord {
+        EventRecord(time: event.time, offsetMs: event.offsetMs, service: event.service, instance: event.instance,
+                    from: event.from.rawValue, to: event.to.rawValue, reason: event.reason)
+    }
+}
+
+struct HandlerError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import HostControl
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import Supervision
+import Systemd
+import UnixSignals
+
+/// The host process: opens the sockets, runs the supervisor, the control socket and the systemd
+/// notifications as one swift-service-lifecycle group (SIGTERM/SIGINT stop it gracefully, SIGHUP reloads).
+public enum InetinfoHost {
+    /// Exit statuses of `inetinfo` (sysexits.h where one fits).
+    public enum ExitStatus: Int32 {
+        case success = 0
+        case failure = 1
+        /// A service exceeded its restart intensity with `on-max-restarts = escalate`.
+        case escalated = 70
+        /// The configuration is invalid.
+        case configuration = 78
+    }
+
+    /// Sets up swift-log: structured journal entries under systemd, one line per event on stderr otherwise.
+    public static func bootstrapLogging(level: String) {
+        let logLevel = Logger.Level(rawValue: level) ?? .info
+        let journal = JournaldLogHandler.isStandardErrorJournal
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = journal ? JournaldLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+    }
+
+    /// Reads the configuration (for the log level, before anything logs).
+    public static func configuration(options: HostOptions) throws -> HostConfiguration {
+        try HostConfiguration(values: try options.values(), catalog: ServiceCatalog.entries,
+                              environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// Runs the host until it is stopped; returns the process exit status.
+    public static func run(options: HostOptions, configuration: HostConfiguration) async -> ExitStatus {
+        let logger = Logger(label: "inetinfo")
+        let notifier = SystemdNotifier()
+        let started = ContinuousClock.now
+        let environment = ProcessInfo.processInfo.environment
+        let catalog = ServiceCatalog.entries
+
+        let sockets: [String: [ListeningSocket]]
+        let supervisor: Supervisor
+        let control: ControlServer
+        let watchdogUsec: UInt64?
+        do {
+            watchdogUsec = try Watchdog.intervalMicroseconds()
+            sockets = try HostSockets.open(configuration: configuration, catalog: catalog, logger: logger)
+            let hostName = ProcessInfo.processInfo.hostName
+            let overview = catalog.map { entry in
+                (entry.name, configuration.services[entry.name]!.enabled, sockets[entry.name]?.map(\.address) ?? [])
+            }
+            let registrations = try catalog.map { entry -> ServiceRegistration in
+                let service = configuration.services[entry.name]!
+                let context = ServiceContext(options: service.options, stateDirectory: configuration.stateDirectory,
+                                             hostName: hostName, services: overview)
+                return ServiceRegistration(service: try entry.make(context), settings: service.supervision,
+                                           sockets: sockets[entry.name] ?? [], enabled: service.enabled)
+            }
+            // The supervisor gets a loop of its own: nothing a service does can block it.
+            supervisor = Supervisor(services: registrations, isolation: configuration.isolation,
+                                    maxAbandoned: configuration.maxAbandoned,
+                                    eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next(),
+                                    logger: logger)
+            control = try await ControlServer.bind(path: configuration.controlSocket,
+                                                   group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            _ = try? notifier.notify(.status("cannot start: \(error)"), .errno(EINVAL))
+            return .failure
+        }
+        logger.notice("inetinfo starting", metadata: [
+            "pid": "\(getpid())", "isolation": "\(configuration.isolation.rawValue)",
+            "control": "\(control.path)", "watchdogUsec": "\(watchdogUsec.map(String.init) ?? "none")",
+            "listen": "\(sockets.mapValues { $0.map(\.address) })",
+        ])
+
+        let reloader = HostReloader(options: options, configuration: configuration, supervisor: supervisor,
+                                    notifier: notifier, environment: environment,
+                                    startable: Set(sockets.keys), logger: logger)
+        let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
+                                         faultInjection: configuration.faultInjection, watchdogUsec: watchdogUsec,
+                                         started: started, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,
+                  failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: ControlService(server: control, handler: handler)),
+            .init(service: StatusReporter(supervisor: supervisor, notifier: notifier, logger: logger)),
+            .init(service: ReloadSignalListener(reloader: reloader, logger: logger)),
+        ]
+        if let watchdogUsec {
+            services.append(.init(service: WatchdogPinger(intervalMicroseconds: watchdogUsec, health: supervisor.health,
+                                                          notifier: notifier, logger: logger)))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        defer { sockets.values.joined().forEach { $0.close() } }
+        do {
+            try await group.run()
+            logger.notice("inetinfo stopped")
+            return .success
+        } catch let error as SupervisorError {
+            logger.critical("inetinfo exiting", metadata: ["error": "\(error)"])
+            _ = try? notifier.notify(.status("exiting: \(error)"))
+            return .escalated
+        } catch {
+            logger.critical("inetinfo failed", metadata: ["error": "\(error)"])
+            return .failure
+        }
+    }
+}
+
+/// The control socket as a member of the service group.
+struct ControlService: Service {
+    let server: ControlServer
+    let handler: HostControlHandler
+
+    func run() async throws {
+        _ = try? await cancelWhenGracefulShutdown {
+            try await server.run(handler: handler)
+        }
+        await server.close()
+    }
+}
+
+/// SIGHUP reloads the configuration, as for most daemons (and `ExecReload=kill -HUP $MAINPID`).
+struct ReloadSignalListener: Service {
+    let reloader: HostReloader
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            _ = try? await reloader.reload()
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import Supervision
+
+/// One hosted service the host knows: the single list of them is ``ServiceCatalog``.
+public struct ServiceEntry: Sendable {
+    public var name: String
+    /// Where it listens unless `<name>.listen` says otherwise.
+    public var defaultListen: String
+    /// Keys of the service's own, with their defaults (as text, parsed by the service).
+    public var options: [String: String]
+    /// Builds the service from its configuration.
+    public var make: @Sendable (ServiceContext) throws -> any HostedService
+
+    public init(name: String, defaultListen: String, options: [String: String] = [:],
+                make: @escaping @Sendable (ServiceContext) throws -> any HostedService) {
+        self.name = name
+        self.defaultListen = defaultListen
+        self.options = options
+        self.make = make
+    }
+}
+
+/// What a service gets from the host configuration when it is built.
+public struct ServiceContext: Sendable {
+    public var options: [String: String]
+    public var stateDirectory: String
+    public var hostName: String
+    /// Every service of the host and whether it is enabled (the default web page lists them).
+    public var services: [(name: String, enabled: Bool, listen: [String])]
+}

@@ -1,0 +1,41 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Supervision
+import Systemd
+
+/// Sends `WATCHDOG=1` at half the systemd watchdog interval, but only while the supervisor vouches
+/// for itself: a wedged supervisor loop or too many abandoned instances stop the pings, and systemd
+/// restarts the host.
+struct WatchdogPinger: Service {
+    let intervalMicroseconds: UInt64
+    let health: SupervisorHealth
+    let notifier: SystemdNotifier
+    let logger: Logger
+
+    func run() async throws {
+        let period = Duration.microseconds(Int64(intervalMicroseconds / 2))
+        // The supervisor ticks at least every 250 ms; a tick older than this means its loop is stuck.
+        let maxTickAge = TimeAmount.milliseconds(max(1000, Int64(intervalMicroseconds / 4000)))
+        _ = try? await cancelWhenGracefulShutdown {
+        var withheld = false
+        while !Task.isCancelled {
+            if let problem = health.problem(maxTickAge: maxTickAge) {
+                if !withheld {
+                    logger.critical("withholding systemd watchdog pings", metadata: ["reason": "\(problem)"])
+                    withheld = true
+                }
+            } else {
+                if withheld { logger.notice("supervisor healthy again; resuming watchdog pings") }
+                withheld = false
+                do {
+                    try notifier.notify(.watchdog)
+                } catch {
+                    logger.warning("cannot send watchdog ping", metadata: ["error": "\(error)"])
+                }
+            }
+            try await Task.sleep(for: period)
+        }
+        }
+    }
+}

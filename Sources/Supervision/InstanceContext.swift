@@ -1,0 +1,137 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Why an instance failed, as it reported it (``InstanceContext/fail(_:)``).
+public struct InstanceFailure: Error, CustomStringConvertible, Sendable, Equatable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// What one service instance gets from the supervisor, and how it talks back.
+///
+/// An instance serves on ``sockets``, calls ``reportReady(eventLoops:)`` once it accepts connections,
+/// then waits in ``untilStopped()``. The supervisor pings the reported event loops for liveness; an
+/// instance that detects its own failure calls ``fail(_:)``.
+public final class InstanceContext: Sendable {
+    public let service: String
+    /// Counts the starts of ``service``: 1 for the first instance.
+    public let number: Int
+    /// The host-owned listening sockets; adopt ``ListeningSocket/duplicateForInstance()`` copies.
+    public let sockets: [ListeningSocket]
+    public let logger: Logger
+
+    private struct State {
+        var readyReported = false
+        var eventLoops: [any EventLoop] = []
+        var stopRequested = false
+        var failure: InstanceFailure?
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+        var forcedStopHandlers: [@Sendable () -> Void] = []
+        var forced = false
+    }
+
+    // Guards everything above: the context is touched from the supervisor, the instance's task and
+    // the instance's event loops.
+    private let state = NIOLockedValueBox(State())
+    private let events: @Sendable (InstanceEvent) -> Void
+
+    enum InstanceEvent: Sendable {
+        case ready(service: String, number: Int)
+        case failed(service: String, number: Int, InstanceFailure)
+    }
+
+    init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
+         events: @escaping @Sendable (InstanceEvent) -> Void) {
+        self.service = service
+        self.number = number
+        self.sockets = sockets
+        self.logger = logger
+        self.events = events
+    }
+
+    /// Creates a context outside a supervisor, for driving a ``HostedService`` directly in tests.
+    public static func standalone(service: String, sockets: [ListeningSocket], logger: Logger) -> InstanceContext {
+        InstanceContext(service: service, number: 1, sockets: sockets, logger: logger, events: { _ in })
+    }
+
+    // MARK: called by the instance
+
+    /// The instance accepts connections. `eventLoops` are the loops that serve it; each is pinged for
+    /// liveness, and fault injection acts on them.
+    public func reportReady(eventLoops: [any EventLoop]) {
+        let first = state.withLockedValue { state -> Bool in
+            defer { state.readyReported = true }
+            state.eventLoops = eventLoops
+            return !state.readyReported
+        }
+        if first { events(.ready(service: service, number: number)) }
+    }
+
+    /// Waits until the supervisor asks the instance to stop (returns) or the instance reported a
+    /// failure (throws it). Returns at once if either already happened.
+    public func untilStopped() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome = state.withLockedValue { state -> Result<Void, any Error>? in
+                if let failure = state.failure { return .failure(failure) }
+                if state.stopRequested { return .success(()) }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let outcome { continuation.resume(with: outcome) }
+        }
+    }
+
+    /// Reports that the instance failed. The supervisor handles it at once (even if the instance's
+    /// task never returns), and ``untilStopped()`` throws it.
+    public func fail(_ failure: InstanceFailure) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>]? in
+            guard state.failure == nil, !state.stopRequested else { return nil }
+            state.failure = failure
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        guard let waiters else { return }
+        events(.failed(service: service, number: number, failure))
+        waiters.forEach { $0.resume(throwing: failure) }
+    }
+
+    /// Registers work that ends the instance at once (close every connection) when the graceful stop
+    /// took too long or the instance is being abandoned. Runs immediately if that already happened.
+    public func onForcedStop(_ handler: @escaping @Sendable () -> Void) {
+        let runNow = state.withLockedValue { state -> Bool in
+            if state.forced { return true }
+            state.forcedStopHandlers.append(handler)
+            return false
+        }
+        if runNow { handler() }
+    }
+
+    /// Whether the supervisor asked for a stop; an instance still starting checks it before serving.
+    public var isStopRequested: Bool { state.withLockedValue { $0.stopRequested } }
+
+    // MARK: called by the supervisor
+
+    var eventLoops: [any EventLoop] { state.withLockedValue { $0.eventLoops } }
+
+    func requestStop() {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>] in
+            state.stopRequested = true
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    func forceStop() {
+        requestStop()
+        let handlers = state.withLockedValue { state -> [@Sendable () -> Void] in
+            guard !state.forced else { return [] }
+            state.forced = true
+            defer { state.forcedStopHandlers.removeAll() }
+            return state.forcedStopHandlers
+        }
+        handlers.forEach { $0() }
+    }
+}

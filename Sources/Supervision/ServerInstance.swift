@@ -1,0 +1,121 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Runs one instance of a SwiftNIO server on the instance's sockets: the lifecycle every TCP service
+/// shares, so that protocol code only supplies its channel pipeline.
+///
+/// The instance gets its own event loop group, so that a hung instance blocks only its own threads and
+/// can be abandoned while its replacement serves. On a graceful stop it closes its listeners, sends
+/// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
+/// for them; a forced stop closes every connection at once.
+public enum ServerInstance {
+    public static func run(
+        _ context: InstanceContext,
+        threads: Int = 1,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let connections = ConnectionSet()
+        var listeners: [any Channel] = []
+        do {
+            for socket in context.sockets {
+                let descriptor = try socket.duplicateForInstance()
+                let listener = try await ServerBootstrap(group: group)
+                    // The default accepts only 4 connections per loop tick; bursts (and the backlog
+                    // that piles up during a restart) then wait for seconds.
+                    .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
+                    .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+                    .childChannelInitializer { channel in
+                        connections.insert(channel)
+                        return childChannelInitializer(channel)
+                    }
+                    .withBoundSocket(descriptor)
+                    .get()
+                listeners.append(listener)
+            }
+        } catch {
+            for listener in listeners { try? await listener.close() }
+            try? await group.shutdownGracefully()
+            throw InstanceFailure("cannot serve \(context.sockets.map(\.address).joined(separator: ", ")): \(error)")
+        }
+
+        let servers = listeners
+        context.onForcedStop {
+            servers.forEach { $0.close(promise: nil) }
+            connections.closeAll()
+        }
+        for (listener, socket) in zip(listeners, context.sockets) {
+            listener.closeFuture.whenComplete { _ in
+                if !context.isStopRequested {
+                    context.fail(InstanceFailure("listener on \(socket.address) closed"))
+                }
+            }
+        }
+        context.reportReady(eventLoops: Array(group.makeIterator()))
+
+        var failure: (any Error)?
+        do {
+            try await context.untilStopped()
+        } catch {
+            failure = error
+        }
+        for listener in listeners { try? await listener.close() }
+        if failure == nil {
+            connections.quiesceAll()
+        } else {
+            connections.closeAll()
+        }
+        await connections.waitUntilEmpty()
+        try? await group.shutdownGracefully()
+        if let failure { throw failure }
+    }
+}
+
+/// The open connections of one instance.
+final class ConnectionSet: Sendable {
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    // Guards the channel table and the waiters for it to empty; touched from every event loop.
+    private let state = NIOLockedValueBox(State())
+
+    func insert(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        state.withLockedValue { $0.channels[id] = channel }
+        channel.closeFuture.whenComplete { [self] _ in
+            let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+                state.channels.removeValue(forKey: id)
+                guard state.channels.isEmpty else { return [] }
+                defer { state.emptyWaiters.removeAll() }
+                return state.emptyWaiters
+            }
+            waiters.forEach { $0.resume() }
+        }
+    }
+
+    func quiesceAll() {
+        let channels = state.withLockedValue { Array($0.channels.values) }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+    }
+
+    func closeAll() {
+        let channels = state.withLockedValue { Array($0.channels.values) }
+        for channel in channels { channel.close(promise: nil) }
+    }
+
+    func waitUntilEmpty() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let empty = state.withLockedValue { state -> Bool in
+                if state.channels.isEmpty { return true }
+                state.emptyWaiters.append(continuation)
+                return false
+            }
+            if empty { continuation.resume() }
+        }
+    }
+}

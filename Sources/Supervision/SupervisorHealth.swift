@@ -1,0 +1,43 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Whether the supervisor itself is fit to vouch for the host, as the systemd watchdog pinger asks.
+///
+/// Healthy means: the supervisor's own loop ticked recently, and no more hung instances have been
+/// abandoned than the limit allows (their threads stay blocked; past the limit only a restart of the
+/// whole process frees them, so the outer tier must take over).
+public final class SupervisorHealth: Sendable {
+    private struct State {
+        var lastTick: NIODeadline = .now()
+        var abandoned = 0
+        var maxAbandoned: Int
+    }
+
+    // Guards the tick time and the abandoned count, written by the supervisor, read by the pinger.
+    private let state: NIOLockedValueBox<State>
+
+    init(maxAbandoned: Int) {
+        state = NIOLockedValueBox(State(maxAbandoned: maxAbandoned))
+    }
+
+    func tick() { state.withLockedValue { $0.lastTick = .now() } }
+    func recordAbandoned() { state.withLockedValue { $0.abandoned += 1 } }
+    func setMaxAbandoned(_ limit: Int) { state.withLockedValue { $0.maxAbandoned = limit } }
+
+    /// Instances given up on because they did not stop.
+    public var abandonedInstances: Int { state.withLockedValue { $0.abandoned } }
+
+    /// Why the supervisor is not healthy, or `nil` when it is.
+    public func problem(maxTickAge: TimeAmount) -> String? {
+        state.withLockedValue { state in
+            let age = NIODeadline.now() - state.lastTick
+            if age > maxTickAge {
+                return "supervisor loop has not run for \(age.nanoseconds / 1_000_000) ms"
+            }
+            if state.abandoned > state.maxAbandoned {
+                return "\(state.abandoned) hung instances abandoned (limit \(state.maxAbandoned))"
+            }
+            return nil
+        }
+    }
+}

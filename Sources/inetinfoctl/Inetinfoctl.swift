@@ -1,0 +1,135 @@
+import ArgumentParser
+import Foundation
+import HostControl
+
+@main
+struct Inetinfoctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inetinfoctl",
+        abstract: "Inspect and steer a running inetinfo host.",
+        discussion: "Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error.",
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self])
+}
+
+struct SocketOption: ParsableArguments {
+    @Option(name: .long, help: "The host's control socket (default: $INETINFO_SOCKET, $RUNTIME_DIRECTORY/inetinfo.sock, ./var/run/inetinfo.sock).")
+    var socket: String?
+
+    var path: String {
+        if let socket { return socket }
+        let environment = ProcessInfo.processInfo.environment
+        if let value = environment["INETINFO_SOCKET"], !value.isEmpty { return value }
+        if let runtime = environment["RUNTIME_DIRECTORY"], !runtime.isEmpty { return "\(runtime)/inetinfo.sock" }
+        return "./var/run/inetinfo.sock"
+    }
+
+    func client(timeout: Int = 10) -> ControlClient { ControlClient(path: path, timeout: timeout) }
+}
+
+/// Sends a request whose reply is a message; prints it, or the error, and sets the exit status.
+func perform(_ request: ControlRequest, socket: SocketOption) throws {
+    let reply: ControlReply
+    do {
+        reply = try socket.client().send(request)
+    } catch {
+        fail("\(error)")
+    }
+    guard reply.ok else { fail(reply.error ?? "the host refused the request") }
+    if let message = reply.message { print(message) }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("inetinfoctl: \(message)\n".utf8))
+    Foundation.exit(1)
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the host and its services (exit 3 when an enabled service is not running).")
+    @OptionGroup var socket: SocketOption
+    @Argument(help: "Only this service.") var service: String?
+    @Flag(help: "Print the status as one JSON object.") var json = false
+
+    func run() throws {
+        let reply: ControlReply
+        do {
+            reply = try socket.client().send(ControlRequest(command: .status, service: service))
+        } catch {
+            fail("\(error)")
+        }
+        guard reply.ok, let status = reply.status else { fail(reply.error ?? "the host sent no status") }
+        if json {
+            let data = try ControlJSON.encoder().encode(status)
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(StatusPresenter(colour: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil).render(status), terminator: "")
+        }
+        if !status.allEnabledRunning { throw ExitCode(3) }
+    }
+}
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a stopped or failed service.")
+    @OptionGroup var socket: SocketOption
+    @Argument var service: String
+    func run() throws { try perform(ControlRequest(command: .start, service: service), socket: socket) }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a service gracefully; it stays stopped.")
+    @OptionGroup var socket: SocketOption
+    @Argument var service: String
+    func run() throws { try perform(ControlRequest(command: .stop, service: service), socket: socket) }
+}
+
+struct Restart: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop and start a service.")
+    @OptionGroup var socket: SocketOption
+    @Argument var service: String
+    func run() throws { try perform(ControlRequest(command: .restart, service: service), socket: socket) }
+}
+
+struct Crash: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Inject a failure (needs a host started with --enable-fault-injection).",
+        discussion: "SERVICE is a service name, or `host` (modes hang and trap) to break the host itself.")
+    @OptionGroup var socket: SocketOption
+    @Argument var service: String
+    @Option(help: "throw, hang or trap.") var mode: String = "throw"
+
+    func validate() throws {
+        guard ["throw", "hang", "trap"].contains(mode) else { throw ValidationError("--mode must be throw, hang or trap") }
+    }
+
+    func run() throws { try perform(ControlRequest(command: .crash, service: service, mode: mode), socket: socket) }
+}
+
+struct Events: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the supervisor's state changes.")
+    @OptionGroup var socket: SocketOption
+    @Flag(help: "Keep printing events as they happen.") var follow = false
+    @Flag(help: "One JSON object per line.") var json = false
+
+    func run() throws {
+        let encoder = ControlJSON.encoder()
+        do {
+            try socket.client(timeout: follow ? 0 : 10).exchange(ControlRequest(command: .events, follow: follow)) { reply in
+                guard reply.ok, let event = reply.event else { fail(reply.error ?? "unexpected reply") }
+                if json {
+                    print(String(decoding: try encoder.encode(event), as: UTF8.self))
+                } else {
+                    print(StatusPresenter.line(event))
+                }
+                fflush(nil)
+                return true
+            }
+        } catch {
+            fail("\(error)")
+        }
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Re-read the configuration file and apply it.")
+    @OptionGroup var socket: SocketOption
+    func run() throws { try perform(ControlRequest(command: .reload), socket: socket) }
+}
