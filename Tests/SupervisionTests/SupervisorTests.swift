@@ -1,0 +1,191 @@
+import Foundation
+import Testing
+@testable import Supervision
+
+/// Supervisor semantics with test services. Every wait has a deadline; no sleep is an assertion.
+@Suite(.serialized, .timeLimit(.minutes(1))) struct SupervisorTests {
+    @Test func permanentServiceIsRestartedAfterFailureAndAfterNormalExit() async throws {
+        let service = ScriptedService(name: "svc") { number in
+            switch number {
+            case 1: return .failAfter(.milliseconds(20))
+            case 2: return .exitAfter(.milliseconds(20))
+            default: return .serve
+            }
+        }
+        let harness = try SupervisorHarness([(service, .fast())])
+        try await harness.waitForState("svc", .running, instance: 3)
+        let snapshot = try await harness.supervisor.snapshot(of: "svc")
+        #expect(snapshot.restarts == 1)  // only the failure counts
+        #expect(snapshot.lastFailure?.reason == "scripted failure of instance 1")
+        await harness.stop()
+    }
+
+    @Test func transientServiceStaysStoppedAfterNormalExitButRestartsAfterFailure() async throws {
+        let service = ScriptedService(name: "svc") { number in
+            number == 1 ? .failAfter(.milliseconds(20)) : .exitAfter(.milliseconds(20))
+        }
+        let harness = try SupervisorHarness([(service, .fast { $0.restartPolicy = .transient })])
+        try await harness.waitForState("svc", .stopped, instance: 2)
+        #expect(harness.events.filter { $0.to == .starting }.count == 2)
+        await harness.stop()
+    }
+
+    @Test func temporaryServiceIsNotRestarted() async throws {
+        let service = ScriptedService(name: "svc") { _ in .failAfter(.milliseconds(20)) }
+        let harness = try SupervisorHarness([(service, .fast { $0.restartPolicy = .temporary })])
+        let failed = try await harness.waitForState("svc", .failed, instance: 1)
+        #expect(failed.reason.contains("not restarted (temporary)"))
+        #expect(harness.events.filter { $0.to == .starting }.count == 1)
+        await harness.stop()
+    }
+
+    @Test func backoffDoublesToTheCapAndResetsAfterAStablePeriod() async throws {
+        // Instances 1–5 fail at once; 6 runs past the stable period before failing; 7 serves.
+        let service = ScriptedService(name: "svc") { number in
+            switch number {
+            case 1...5: return .failAfter(.zero)
+            case 6: return .failAfter(.milliseconds(400))
+            default: return .serve
+            }
+        }
+        let settings = SupervisionSettings.fast {
+            $0.backoffInitial = .milliseconds(10)
+            $0.backoffMax = .milliseconds(40)
+            $0.stablePeriod = .milliseconds(300)
+        }
+        let harness = try SupervisorHarness([(service, settings)])
+        try await harness.waitForState("svc", .running, instance: 7)
+        let delays = harness.events.filter { $0.to == .backoff }.map { event in
+            event.reason.components(separatedBy: "restarting in ").last ?? ""
+        }
+        #expect(delays == ["10 ms", "20 ms", "40 ms", "40 ms", "40 ms", "10 ms"])
+        await harness.stop()
+    }
+
+    @Test func intensityExceededMarksTheServiceFailedAndTheOthersKeepRunning() async throws {
+        let failing = ScriptedService(name: "bad") { _ in .failAfter(.zero) }
+        let healthy = ScriptedService(name: "good") { _ in .serve }
+        let harness = try SupervisorHarness([
+            (failing, .fast { $0.maxRestarts = 3; $0.restartWindow = .seconds(60) }),
+            (healthy, .fast()),
+        ])
+        let failed = try await harness.waitForState("bad", .failed)
+        #expect(failed.instance == 4)
+        #expect(failed.reason.contains("more than 3 restarts in 60 s"))
+        let snapshots = await harness.supervisor.snapshot()
+        #expect(snapshots.first { $0.name == "good" }?.state == .running)
+        #expect(snapshots.first { $0.name == "bad" }?.restarts == 3)
+        // An operator start forgets the history and tries again.
+        try await harness.supervisor.startService("bad")
+        try await harness.waitForState("bad", .starting, instance: 5)
+        await harness.stop()
+    }
+
+    @Test func intensityExceededWithEscalateEndsRunWithAnError() async throws {
+        let failing = ScriptedService(name: "bad") { _ in .failAfter(.zero) }
+        let harness = try SupervisorHarness([(failing, .fast { $0.maxRestarts = 2; $0.onMaxRestarts = .escalate })])
+        let outcome = try await harness.outcome()
+        guard case .failure(let error) = outcome, case .escalated(let service, _)? = error as? SupervisorError else {
+            Issue.record("expected escalation, got \(outcome)")
+            return
+        }
+        #expect(service == "bad")
+        await harness.stop()
+    }
+
+    @Test func instanceThatNeverReportsReadyFailsItsStartupTimeout() async throws {
+        let service = ScriptedService(name: "slow") { number in number == 1 ? .neverReady : .serve }
+        let harness = try SupervisorHarness([(service, .fast { $0.startupTimeout = .milliseconds(150) })])
+        let backoff = try await harness.waitForState("slow", .backoff, instance: 1)
+        #expect(backoff.reason.hasPrefix("startup timeout: not ready after 150 ms"))
+        try await harness.waitForState("slow", .running, instance: 2)
+        await harness.stop()
+    }
+
+    @Test func stopIsGracefulThenForcedAfterTheShutdownTimeout() async throws {
+        let service = ScriptedService(name: "stubborn") { _ in .ignoreGracefulStop }
+        let harness = try SupervisorHarness([(service, .fast { $0.shutdownTimeout = .milliseconds(200) })])
+        try await harness.waitForState("stubborn", .running)
+        let started = ContinuousClock.now
+        try await harness.supervisor.stopService("stubborn")
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .milliseconds(200))
+        let stopped = try await harness.waitForState("stubborn", .stopped)
+        #expect(stopped.reason == "stopped by operator")
+        #expect(harness.supervisor.health.abandonedInstances == 0)
+        await harness.stop()
+    }
+
+    @Test func hungInstanceIsDetectedAbandonedAndReplaced() async throws {
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), .fast())], maxAbandoned: 0, withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        #expect(try LineClient.exchange(port: port, line: "before") == "1:before")
+        try await harness.supervisor.inject(.hang, into: "echo")
+        let hung = try await harness.waitForState("echo", .backoff, instance: 1)
+        #expect(hung.reason.hasPrefix("hung: no answer to a liveness ping within 200 ms"))
+        try await harness.waitForState("echo", .running, instance: 2)
+        #expect(try LineClient.exchange(port: port, line: "after") == "2:after")
+        #expect(harness.supervisor.health.abandonedInstances == 1)
+        // Past the limit the supervisor stops vouching for the host (the systemd watchdog pings stop).
+        #expect(harness.supervisor.health.problem(maxTickAge: .seconds(5))?.contains("abandoned") == true)
+        await harness.stop()
+    }
+
+    @Test(arguments: [IsolationMode.isolated, .shared])
+    func failureOfOneServiceAffectsTheOtherOnlyInSharedIsolation(isolation: IsolationMode) async throws {
+        let harness = try SupervisorHarness([
+            (LineEchoService(name: "smtp"), .fast()), (LineEchoService(name: "http"), .fast()),
+        ], isolation: isolation, withSockets: true)
+        try await harness.waitForState("smtp", .running, instance: 1)
+        try await harness.waitForState("http", .running, instance: 1)
+        try await harness.supervisor.inject(.throw, into: "smtp")
+        try await harness.waitForState("smtp", .running, instance: 2)
+        let http = try await harness.supervisor.snapshot(of: "http")
+        switch isolation {
+        case .isolated:
+            #expect(http.instance == 1)
+            #expect(http.restarts == 0)
+            #expect(http.lastFailure == nil)
+        case .shared:
+            try await harness.waitForState("http", .running, instance: 2)
+            let after = try await harness.supervisor.snapshot(of: "http")
+            #expect(after.restarts == 1)
+            #expect(after.lastFailure?.reason == "shared fate: smtp failed: injected fault: throw")
+        }
+        let port = LineClient.port(of: harness.sockets["http"]!)
+        #expect(try LineClient.exchange(port: port, line: "x") == (isolation == .isolated ? "1:x" : "2:x"))
+        await harness.stop()
+    }
+
+    @Test func connectionsMadeDuringARestartWaitInTheBacklogAndAreServed() async throws {
+        let settings = SupervisionSettings.fast { $0.backoffInitial = .milliseconds(300) }
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), settings)], withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        try await harness.supervisor.inject(.throw, into: "echo")
+        try await harness.waitForState("echo", .backoff, instance: 1)
+        // No instance serves now; the port is still open, so the connection waits in the backlog.
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        let reply = try await Task.detached { try LineClient.exchange(port: port, line: "waiting") }.value
+        #expect(reply == "2:waiting")
+        await harness.stop()
+    }
+
+    @Test func operatorStopStartAndRestart() async throws {
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), .fast())], withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        try await harness.supervisor.stopService("echo")
+        #expect(try await harness.supervisor.snapshot(of: "echo").state == .stopped)
+        await #expect(throws: SupervisorError.notRunning("echo", state: .stopped)) {
+            try await harness.supervisor.inject(.throw, into: "echo")
+        }
+        try await harness.supervisor.startService("echo")
+        try await harness.waitForState("echo", .running, instance: 2)
+        try await harness.supervisor.restartService("echo")
+        try await harness.waitForState("echo", .running, instance: 3)
+        let snapshot = try await harness.supervisor.snapshot(of: "echo")
+        #expect(snapshot.restarts == 0)
+        await #expect(throws: SupervisorError.self) { try await harness.supervisor.startService("nope") }
+        await harness.stop()
+    }
+}
