@@ -163,7 +163,8 @@ public actor Supervisor: Service {
             }
         case .trap:
             let number = instance.context.number
-            instance.context.eventLoops[0].execute {
+            // A short delay lets the request that asked for the trap be answered first.
+            instance.context.eventLoops[0].scheduleTask(in: .milliseconds(100)) {
                 fatalError("injected fault: trap in \(name) instance \(number)")
             }
         }

@@ -1,0 +1,181 @@
+import Foundation
+import HostControl
+import Testing
+
+/// The built `inetinfo` driven by the built `inetinfoctl`, over the real control socket.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct HostBinaryTests {
+    @Test func statusJSONHasTheDesignSchema() async throws {
+        try await withHost { host in
+        _ = try await host.waitUntilRunning()
+        let result = try host.ctl(["status", "--json"])
+        #expect(result.status == 0)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let hostInfo = try #require(object["host"] as? [String: Any])
+        for key in ["pid", "uptimeSeconds", "isolation", "watchdogUsec", "faultInjection"] {
+            #expect(hostInfo.keys.contains(key), "host.\(key) missing")
+        }
+        #expect(hostInfo["pid"] as? Int == Int(host.pid))
+        #expect(hostInfo["isolation"] as? String == "isolated")
+        #expect(hostInfo["watchdogUsec"] is NSNull)
+        #expect(hostInfo["faultInjection"] as? Bool == false)
+        let services = try #require(object["services"] as? [[String: Any]])
+        #expect(services.map { $0["name"] as? String } == ["smtp", "http"])
+        for service in services {
+            for key in ["name", "state", "instance", "restarts", "since", "listen", "lastFailure"] {
+                #expect(service.keys.contains(key), "services[].\(key) missing")
+            }
+            #expect(service["state"] as? String == "running")
+            #expect(service["instance"] as? Int == 1)
+            #expect(service["restarts"] as? Int == 0)
+            #expect(service["lastFailure"] is NSNull)
+            #expect(ControlJSON.parseDate(service["since"] as? String ?? "") != nil)
+            #expect((service["listen"] as? [String])?.first?.hasPrefix("127.0.0.1:") == true)
+        }
+
+        let human = try host.ctl(["status"])
+        #expect(human.status == 0)
+        #expect(human.stdout.contains("inetinfo — pid \(host.pid)"))
+        #expect(human.stdout.contains("isolated isolation, no watchdog"))
+        #expect(!human.stdout.contains("\u{1B}["), "no colour when not on a terminal")
+        let rows = human.stdout.split(separator: "\n").filter { $0.hasPrefix("smtp") || $0.hasPrefix("http") }
+        #expect(rows.count == 2)
+        }
+    }
+
+    @Test(arguments: ["isolated", "shared"])
+    func injectedThrowAndHangAreRecovered(isolation: String) async throws {
+        try await withHost(["--enable-fault-injection", "--isolation", isolation,
+                                    "--set", "supervisor.liveness-timeout=300"]) { host in
+        let before = try await host.waitUntilRunning()
+        let httpPort = host.port(of: "http", in: before)
+
+        let crash = try host.ctl(["crash", "smtp", "--mode", "throw"])
+        #expect(crash.status == 0, "\(crash.stderr)")
+        var status = try await eventually("smtp instance 2 running", timeout: .seconds(10)) {
+            let status = try host.status()
+            let smtp = status.services[0]
+            return smtp.instance == 2 && smtp.state == "running" && status.allEnabledRunning ? status : nil
+        }
+        #expect(status.services[0].restarts == 1)
+        #expect(status.services[0].lastFailure?.reason == "injected fault: throw")
+        let http = status.services[1]
+        if isolation == "isolated" {
+            #expect(http.instance == 1)
+            #expect(http.lastFailure == nil)
+        } else {
+            #expect(http.instance == 2)
+            #expect(http.restarts == 1)
+            #expect(http.lastFailure?.reason == "shared fate: smtp failed: injected fault: throw")
+        }
+        #expect(try TCP.httpGet(port: httpPort).hasPrefix("HTTP/1.1 200 OK"))
+
+        #expect(try host.ctl(["crash", "http", "--mode", "hang"]).status == 0)
+        status = try await eventually("http replaced after hang", timeout: .seconds(10)) {
+            let status = try host.status()
+            return status.services[1].lastFailure?.reason.hasPrefix("hung") == true && status.allEnabledRunning ? status : nil
+        }
+        #expect(status.services[1].lastFailure?.reason == "hung: no answer to a liveness ping within 300 ms")
+        #expect(try TCP.httpGet(port: httpPort).hasPrefix("HTTP/1.1 200 OK"))
+
+        let events = try host.ctl(["events", "--json"])
+        let lines = events.stdout.split(separator: "\n")
+        let decoded = try lines.map { try ControlJSON.decoder().decode(EventRecord.self, from: Data($0.utf8)) }
+        #expect(decoded.contains { $0.service == "smtp" && $0.instance == 1 && $0.to == "backoff" })
+        #expect(decoded.contains { $0.service == "http" && $0.reason.hasPrefix("hung") })
+        for line in lines {
+            let keys = Set(try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]).keys)
+            #expect(keys == ["time", "offsetMs", "service", "instance", "from", "to", "reason"])
+        }
+        }
+    }
+
+    @Test func trapEndsTheHostWithANonZeroStatus() async throws {
+        try await withHost(["--enable-fault-injection"]) { host in
+        _ = try await host.waitUntilRunning()
+        #expect(try host.ctl(["crash", "smtp", "--mode", "trap"]).status == 0)
+        let (status, reason) = try await host.waitForExit()
+        #expect(reason == .uncaughtSignal)
+        #expect(status != 0)
+        }
+    }
+
+    @Test func crashIsRefusedWithoutFaultInjectionAndOnAStoppedService() async throws {
+        try await withHost { host in
+        _ = try await host.waitUntilRunning()
+        let refused = try host.ctl(["crash", "smtp", "--mode", "throw"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("fault injection is disabled"))
+
+        }
+        try await withHost(["--enable-fault-injection"]) { injecting in
+        _ = try await injecting.waitUntilRunning()
+        #expect(try injecting.ctl(["stop", "smtp"]).status == 0)
+        let stopped = try injecting.ctl(["crash", "smtp", "--mode", "throw"])
+        #expect(stopped.status == 1)
+        #expect(stopped.stderr.contains("smtp is not running (it is stopped)"))
+        let status = try injecting.ctl(["status"])
+        #expect(status.status == 3)
+        #expect(try injecting.ctl(["start", "smtp"]).status == 0)
+        _ = try await injecting.waitUntilRunning()
+        let unknown = try injecting.ctl(["restart", "gopher"])
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.contains("no service named 'gopher'"))
+        }
+    }
+
+    @Test func inetinfoctlSaysWhatToDoWhenNoHostListens() throws {
+        let result = try CommandResult.run(HostProcess.inetinfoctl, ["status", "--socket", "/tmp/no-such-inetinfo.sock"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("no host is listening on /tmp/no-such-inetinfo.sock — is inetinfo running?"))
+    }
+
+    @Test func controlSocketRefusesOtherUsers() async throws {
+        try await withHost { host in
+        _ = try await host.waitUntilRunning()
+        let attributes = try FileManager.default.attributesOfItem(atPath: host.socketPath)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        // The mode keeps `nobody` out of the socket file…
+        let byMode = try host.ctl(["status"], asNobody: true)
+        #expect(byMode.status == 1)
+        #expect(byMode.stderr.contains("permission denied"))
+        // …and if the mode is loosened, the peer-credential check still refuses it.
+        chmod(host.socketPath, 0o666)
+        let byCredentials = try host.ctl(["status"], asNobody: true)
+        #expect(byCredentials.status == 1)
+        #expect(byCredentials.stderr.contains("permission denied: uid 65534 may not control this host"))
+        #expect(try host.ctl(["status"]).status == 0)
+        }
+    }
+
+    @Test func aSecondHostOnTheSameControlSocketIsRefused() async throws {
+        try await withHost { host in
+        _ = try await host.waitUntilRunning()
+        let second = try HostProcess(["--control-socket", host.socketPath])
+        let (status, _) = try await second.waitForExit()
+        #expect(status == 1)
+        #expect(second.log.contains("another inetinfo host is already listening on \(host.socketPath)"))
+        await second.stop()
+        }
+    }
+
+    @Test func badConfigurationExitsWithStatus78AndNamesTheKey() async throws {
+        let host = try HostProcess(["--set", "supervisor.max-restarts=lots"])
+        let (status, _) = try await host.waitForExit()
+        #expect(status == 78)
+        #expect(host.log.contains("supervisor.max-restarts: 'lots' is not an integer"))
+        await host.stop()
+    }
+}
+
+/// Runs `body` with a started host and always stops it (and removes its files) afterwards.
+func withHost(_ arguments: [String] = [], environment: [String: String] = [:],
+              _ body: (HostProcess) async throws -> Void) async throws {
+    let host = try HostProcess(arguments, environment: environment)
+    do {
+        try await body(host)
+    } catch {
+        await host.stop()
+        throw error
+    }
+    await host.stop()
+}
