@@ -1,0 +1,134 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+
+/// A datagram socket standing in for systemd's NOTIFY_SOCKET; records every message with its arrival time.
+final class NotifyListener: Sendable {
+    struct Message: Sendable {
+        var at: ContinuousClock.Instant
+        var lines: [String]
+    }
+
+    let path: String
+    private let fd: Int32
+    // Guards the messages received so far; written by the reader thread, read by the test.
+    private let received = NIOLockedValueBox<[Message]>([])
+
+    init(directory: URL) throws {
+        path = directory.appendingPathComponent("notify.sock").path
+        let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        fd = descriptor
+        let socketPath = path
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(socketPath.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw TestError("bind \(path): \(String(cString: strerror(errno)))") }
+        let fd = self.fd
+        let received = self.received
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = recv(fd, &buffer, buffer.count, 0)
+                if count <= 0 { return }
+                let lines = String(decoding: buffer[..<count], as: UTF8.self).split(separator: "\n").map(String.init)
+                received.withLockedValue { $0.append(Message(at: .now, lines: lines)) }
+            }
+        }
+    }
+
+    var messages: [Message] { received.withLockedValue { $0 } }
+
+    func times(of line: String) -> [ContinuousClock.Instant] {
+        messages.filter { $0.lines.contains(line) }.map(\.at)
+    }
+
+    func statusLines() -> [String] {
+        messages.flatMap(\.lines).filter { $0.hasPrefix("STATUS=") }
+    }
+
+    func close() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        Glibc.close(fd)
+        unlink(path)
+    }
+}
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct NotifyProtocolTests {
+    @Test func readyWatchdogStatusAndWedgedPingsFollowTheSupervisor() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let notify = try NotifyListener(directory: directory)
+        defer { notify.close() }
+        // WATCHDOG_USEC=400 ms: pings every 200 ms.
+        try await withHost(["--enable-fault-injection"], environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"]) { host in
+            let ready = try await eventually("READY=1", timeout: .seconds(20)) { notify.messages.first { $0.lines.contains("READY=1") } }
+            #expect(ready.lines.contains("STATUS=smtp: running, http: running"))
+            #expect(try host.status().host.watchdogUsec == 400_000)
+
+            let pings = try await eventually("five watchdog pings", timeout: .seconds(10)) {
+                let times = notify.times(of: "WATCHDOG=1")
+                return times.count >= 5 ? times : nil
+            }
+            let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }.sorted()
+            let median = gaps[gaps.count / 2]
+            #expect(median > .milliseconds(100) && median < .milliseconds(400), "median ping gap \(median), expected about 200 ms")
+
+            #expect(try host.ctl(["crash", "smtp", "--mode", "throw"]).status == 0)
+            _ = try await eventually("STATUS after the restart", timeout: .seconds(10)) {
+                notify.statusLines().contains("STATUS=smtp: running (1 restart), http: running") ? true : nil
+            }
+
+            #expect(try host.ctl(["crash", "host", "--mode", "hang"]).status == 0)
+            // The supervisor's loop is blocked: within about a second the pings stop for good.
+            let silentSince = try await eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
+                guard let last = notify.times(of: "WATCHDOG=1").last else { return nil }
+                return ContinuousClock.now - last > .milliseconds(1500) ? last : nil
+            }
+            #expect(notify.times(of: "WATCHDOG=1").last == silentSince)
+            host.signal(SIGKILL)
+        }
+    }
+
+    @Test func stoppingIsSentOnSIGTERMAndTheHostExitsCleanly() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let notify = try NotifyListener(directory: directory)
+        defer { notify.close() }
+        try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
+            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            #expect(notify.times(of: "WATCHDOG=1").isEmpty, "no watchdog armed, no pings")
+            host.signal(SIGTERM)
+            let (status, reason) = try await host.waitForExit()
+            #expect(reason == .exit && status == 0)
+            #expect(!notify.times(of: "STOPPING=1").isEmpty)
+        }
+    }
+
+    @Test func reloadSendsReloadingWithMonotonicUsecThenReady() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let notify = try NotifyListener(directory: directory)
+        defer { notify.close() }
+        try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
+            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            host.signal(SIGHUP)
+            let reloading = try await eventually("RELOADING=1", timeout: .seconds(10)) {
+                notify.messages.first { $0.lines.contains("RELOADING=1") }
+            }
+            #expect(reloading.lines.contains { $0.hasPrefix("MONOTONIC_USEC=") && UInt64($0.dropFirst(15)) != nil })
+            _ = try await eventually("READY=1 after the reload", timeout: .seconds(10)) {
+                notify.times(of: "READY=1").count >= 2 ? true : nil
+            }
+            let reply = try host.ctl(["reload"])
+            #expect(reply.status == 0)
+            #expect(reply.stdout.contains("configuration reloaded"))
+        }
+    }
+}
