@@ -95,6 +95,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(
+            name: "restart-latency",
+            dependencies: [
+                "Supervision", "HTTPService",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/restart-latency"
+        ),
         .testTarget(
             name: "SupervisionTests",
             dependencies: [

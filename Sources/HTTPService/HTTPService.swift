@@ -13,12 +13,11 @@ public struct HTTPService: HostedService {
     }
 
     public func run(_ context: InstanceContext) async throws {
-        let fileIO = NonBlockingFileIO(threadPool: .singleton)
         let root = settings.webRoot
         try await ServerInstance.run(context) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                try channel.pipeline.syncOperations.addHandler(StaticFileHandler(root: root, fileIO: fileIO))
+                try channel.pipeline.syncOperations.addHandler(StaticFileHandler(root: root))
             }
         }
     }

@@ -10,12 +10,10 @@ final class StaticFileHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let root: String
-    private let fileIO: NonBlockingFileIO
     private var head: HTTPRequestHead?
 
-    init(root: String, fileIO: NonBlockingFileIO) {
+    init(root: String) {
         self.root = root
-        self.fileIO = fileIO
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -42,31 +40,29 @@ final class StaticFileHandler: ChannelInboundHandler {
         case .notFound: return sendError(.notFound, request: request, context: context)
         case .file(let resolved): path = resolved
         }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        fileIO.openFile(_deprecatedPath: path, eventLoop: context.eventLoop).whenComplete { result in
-            let (handler, context) = loopBound.value
-            switch result {
-            case .failure:
-                handler.sendError(.notFound, request: request, context: context)
-            case .success(let (handle, region)):
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: MediaType.forPath(path))
-                headers.add(name: "Content-Length", value: String(region.readableBytes))
-                if let modified = try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date {
-                    headers.add(name: "Last-Modified", value: HTTPDate.format(modified))
-                }
-                handler.writeHead(.ok, request: request, headers: headers, context: context)
-                if request.method == .HEAD {
-                    try? handle.close()
-                    handler.writeEnd(request: request, context: context)
-                } else {
-                    context.write(handler.wrapOutboundOut(.body(.fileRegion(region)))).whenComplete { _ in
-                        try? handle.close()
-                    }
-                    handler.writeEnd(request: request, context: context)
-                }
+        // open(2) and fstat(2) on a local file are quick; doing them on the event loop saves two thread
+        // hops per request, and the body goes out with sendfile(2) through a FileRegion.
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        var info = stat()
+        guard fd >= 0, fstat(fd, &info) == 0 else {
+            if fd >= 0 { close(fd) }
+            return sendError(.notFound, request: request, context: context)
+        }
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: MediaType.forPath(path))
+        headers.add(name: "Content-Length", value: String(info.st_size))
+        headers.add(name: "Last-Modified", value: HTTPDate.format(Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec))))
+        writeHead(.ok, request: request, headers: headers, context: context)
+        if request.method == .HEAD || info.st_size == 0 {
+            try? handle.close()
+        } else {
+            let region = FileRegion(fileHandle: handle, readerIndex: 0, endIndex: Int(info.st_size))
+            context.write(wrapOutboundOut(.body(.fileRegion(region)))).whenComplete { _ in
+                try? handle.close()
             }
         }
+        writeEnd(request: request, context: context)
     }
 
     private func sendError(_ status: HTTPResponseStatus, request: HTTPRequestHead, context: ChannelHandlerContext,

@@ -108,12 +108,24 @@ public final class InstanceContext: Sendable {
         if runNow { handler() }
     }
 
+    /// Called by an instance just before it shuts its event loops down: from then on they are neither
+    /// pinged nor used for fault injection.
+    public func eventLoopsWillShutDown() {
+        state.withLockedValue { $0.eventLoops = [] }
+    }
+
     /// Whether the supervisor asked for a stop; an instance still starting checks it before serving.
     public var isStopRequested: Bool { state.withLockedValue { $0.stopRequested } }
 
     // MARK: called by the supervisor
 
-    var eventLoops: [any EventLoop] { state.withLockedValue { $0.eventLoops } }
+    var hasEventLoops: Bool { state.withLockedValue { !$0.eventLoops.isEmpty } }
+
+    /// Runs `body` with the instance's event loops, holding the lock so that they cannot be shut down
+    /// meanwhile (scheduling work on a loop that has shut down is an error).
+    func withLiveEventLoops<Result>(_ body: ([any EventLoop]) -> Result) -> Result {
+        state.withLockedValue { body($0.eventLoops) }
+    }
 
     func requestStop() {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>] in

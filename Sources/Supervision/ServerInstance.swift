@@ -41,9 +41,15 @@ public enum ServerInstance {
         }
 
         let servers = listeners
+        // Guards against closing channels once the group is shut down: the supervisor may force a stop
+        // of an instance that already ended on its own, and scheduling on a dead loop is an error.
+        let loopsRunning = NIOLockedValueBox(true)
         context.onForcedStop {
-            servers.forEach { $0.close(promise: nil) }
-            connections.closeAll()
+            loopsRunning.withLockedValue { running in
+                guard running else { return }
+                servers.forEach { $0.close(promise: nil) }
+                connections.closeAll()
+            }
         }
         for (listener, socket) in zip(listeners, context.sockets) {
             listener.closeFuture.whenComplete { _ in
@@ -67,6 +73,8 @@ public enum ServerInstance {
             connections.closeAll()
         }
         await connections.waitUntilEmpty()
+        loopsRunning.withLockedValue { $0 = false }
+        context.eventLoopsWillShutDown()
         try? await group.shutdownGracefully()
         if let failure { throw failure }
     }

@@ -149,7 +149,7 @@ public actor Supervisor: Service {
     /// Injects a failure into the running instance of a service.
     public func inject(_ fault: Fault, into name: String) throws {
         let slot = try slot(name)
-        guard slot.state == .running, let instance = slot.current, !instance.context.eventLoops.isEmpty else {
+        guard slot.state == .running, let instance = slot.current, instance.context.hasEventLoops else {
             throw SupervisorError.notRunning(name, state: slot.state)
         }
         logger.warning("injecting fault", metadata: ["service": "\(name)", "instance": "\(instance.context.number)",
@@ -158,14 +158,16 @@ public actor Supervisor: Service {
         case .throw:
             instance.context.fail(InstanceFailure("injected fault: throw"))
         case .hang:
-            for eventLoop in instance.context.eventLoops {
-                eventLoop.execute { FaultActions.blockForever() }
+            instance.context.withLiveEventLoops { eventLoops in
+                for eventLoop in eventLoops { eventLoop.execute { FaultActions.blockForever() } }
             }
         case .trap:
             let number = instance.context.number
-            // A short delay lets the request that asked for the trap be answered first.
-            instance.context.eventLoops[0].scheduleTask(in: .milliseconds(100)) {
-                fatalError("injected fault: trap in \(name) instance \(number)")
+            instance.context.withLiveEventLoops { eventLoops in
+                // A short delay lets the request that asked for the trap be answered first.
+                _ = eventLoops.first?.scheduleTask(in: .milliseconds(100)) {
+                    fatalError("injected fault: trap in \(name) instance \(number)")
+                }
             }
         }
     }
@@ -428,8 +430,7 @@ public actor Supervisor: Service {
         let now = clock.now
         for name in order {
             guard let slot = slots[name], slot.state == .running, var instance = slot.current else { continue }
-            let eventLoops = instance.context.eventLoops
-            guard !eventLoops.isEmpty else { continue }
+            guard instance.context.hasEventLoops else { continue }
             let settings = slot.settings
             if let sent = instance.pingSentAt {
                 if now - sent > settings.livenessTimeout {
@@ -441,7 +442,7 @@ public actor Supervisor: Service {
                 instance.pingSentAt = now
                 slot.current = instance
                 let number = instance.context.number
-                let pings = eventLoops.map { $0.submit {} }
+                let pings = instance.context.withLiveEventLoops { eventLoops in eventLoops.map { $0.submit {} } }
                 EventLoopFuture.andAllComplete(pings, on: loop).whenComplete { [weak self] _ in
                     Task { await self?.pong(name, number: number) }
                 }

@@ -63,7 +63,10 @@ struct ScriptedService: HostedService {
 
     func run(_ context: InstanceContext) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { group.shutdownGracefully { _ in } }
+        defer {
+            context.eventLoopsWillShutDown()
+            group.shutdownGracefully { _ in }
+        }
         switch script(context.number) {
         case .serve:
             context.reportReady(eventLoops: [group.next()])
