@@ -114,6 +114,13 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "SMTPServiceTests",
+            dependencies: [
+                "SMTPService",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "InetinfoTests",
             dependencies: [
                 "InetinfoHost", "HostControl", "Systemd",

@@ -1,32 +1,86 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Supervision
 
-/// The `smtp` hosted service: an ESMTP receiver delivering to Maildir.
+/// The `smtp` hosted service: an ESMTP receiver with CHUNKING that delivers durably to Maildir.
 public struct SMTPService: HostedService {
     public let name = "smtp"
     let settings: SMTPSettings
+    let writer: MaildirWriter
+    /// Commits (fsync, link, directory fsync) run here, many at once, so that the journal of the file
+    /// system batches the fsyncs of concurrent sessions into few disk flushes (group commit).
+    let commitPool: NIOThreadPool
+    let sessions: SessionLimiter
+    let names: MaildirNames
 
     public init(settings: SMTPSettings) {
         self.settings = settings
+        writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
+        commitPool = NIOThreadPool(numberOfThreads: 32)
+        commitPool.start()
+        sessions = SessionLimiter(limit: settings.maxSessions)
+        names = MaildirNames(hostName: writer.hostName)
     }
 
     public func run(_ context: InstanceContext) async throws {
-        let writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
-        if context.number == 1 {
+        if context.number == 1, settings.delivery == .maildir {
             // Left by a host that was killed mid-delivery: never acknowledged, so safe to remove.
             let removed = writer.cleanTemporaryFiles()
             if removed > 0 { context.logger.notice("removed unfinished deliveries from tmp/", metadata: ["files": "\(removed)"]) }
         }
-        let settings = self.settings
+        let environment = SMTPHandler.Environment(
+            options: settings.sessionOptions, delivery: settings.delivery, writer: writer, commitPool: commitPool,
+            sessions: sessions, names: names, logger: context.logger,
+            fail: { reason in context.fail(InstanceFailure(reason)) })
+        let idle = TimeAmount.seconds(Int64(settings.idleTimeoutSeconds))
         try await ServerInstance.run(context) { channel in
             channel.eventLoop.makeCompletedFuture {
-                let session = SMTPSession(hostName: settings.hostName, domains: settings.domains,
-                                          limits: .init(maxMessageSize: settings.maxMessageSize))
-                try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(300)))
-                try channel.pipeline.syncOperations.addHandler(SMTPHandler(session: session, writer: writer, logger: context.logger))
+                try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
+                try channel.pipeline.syncOperations.addHandler(SMTPHandler(environment: environment))
             }
         }
+    }
+}
+
+/// Counts the open sessions of the service, across its instances.
+final class SessionLimiter: Sendable {
+    let limit: Int
+    // Guards the count of open sessions.
+    private let count = NIOLockedValueBox(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a slot; `false` when the limit is reached.
+    func enter() -> Bool {
+        count.withLockedValue { count in
+            guard count < limit else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func leave() { count.withLockedValue { $0 -= 1 } }
+}
+
+/// Unique Maildir file names: `<seconds>.M<microseconds>P<pid>Q<counter>.<host>` (the Maildir convention).
+final class MaildirNames: Sendable {
+    let hostName: String
+    // Guards the per-process delivery counter.
+    private let counter = NIOLockedValueBox(0)
+
+    init(hostName: String) { self.hostName = hostName }
+
+    /// The queue id shown to the client and in the log, and the file name.
+    func next() -> (id: String, fileName: String) {
+        let sequence = counter.withLockedValue { value -> Int in
+            value += 1
+            return value
+        }
+        var now = timeval()
+        gettimeofday(&now, nil)
+        let id = "M\(now.tv_usec)P\(getpid())Q\(sequence)"
+        return (id, "\(now.tv_sec).\(id).\(hostName)")
     }
 }

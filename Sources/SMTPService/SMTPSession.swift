@@ -1,214 +1,508 @@
-/// An accepted message and who it is for.
+import NIOCore
+
+/// Who a message is from and for.
 public struct Envelope: Sendable, Equatable {
     public var sender: String
     public var recipients: [String]
     public var heloName: String
 }
 
-/// The ESMTP protocol engine for one session: a pure state machine. Lines go in, replies and actions
-/// come out; it has no sockets, files or clocks, so it can be unit-tested and fuzzed.
+/// The ESMTP protocol engine of one session: a pure state machine. Bytes go in; replies and spool
+/// actions come out. It has no sockets, files or clocks, so it can be unit-tested and fuzzed.
 ///
-/// RFC 5321 with enhanced status codes (RFC 2034, RFC 3463).
+/// RFC 5321 with PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), CHUNKING and BINARYMIME
+/// (RFC 3030) and enhanced status codes (RFC 2034, RFC 3463). Memory is bounded whatever the input: a
+/// command line is at most ``Limits/maxCommandLine`` octets, message content is handed out as it arrives
+/// (``Action/messageData(_:)``) and never accumulated here.
 public struct SMTPSession: Sendable {
     public enum Action: Sendable, Equatable {
         case reply(String)
-        /// Store the message; call ``deliveryFinished(success:)`` with the outcome before any reply.
-        case deliver(Envelope, [UInt8])
+        /// Open a spool for a message to `envelope`; ``messageData(_:)`` follows.
+        case startMessage(Envelope)
+        /// Octets of the message content, in order (dot-unstuffed for DATA).
+        case messageData(ByteBuffer)
+        /// The message is complete: store it durably, then call ``SMTPSession/deliveryFinished(_:)``.
+        /// The engine consumes no input until then.
+        case commitMessage
+        /// Throw the spooled content away.
+        case discardMessage
+        /// Close the connection after the replies before it were sent.
         case close
+        /// The MS02-012 replay: the instance must fail as the 2002 service did.
+        case simulatedFailure(reason: String)
     }
 
-    public struct Limits: Sendable {
-        public var maxLine = 512
+    public struct Limits: Sendable, Equatable {
+        /// RFC 5321 §4.5.3.1.4: 512 octets including CRLF.
+        public var maxCommandLine = 512
         public var maxRecipients = 100
-        public var maxMessageSize: Int
+        public var maxMessageSize = 25 * 1024 * 1024
         public var maxBadCommands = 10
+
+        public init() {}
     }
 
-    enum Phase: Equatable {
-        case command
-        case data
-        case delivering
-        case closed
-    }
+    public struct Options: Sendable, Equatable {
+        public var hostName: String
+        public var domains: Set<String>
+        public var limits = Limits()
+        /// Fail like the 2002 service on a non-BDAT command inside a chunked transaction.
+        public var simulateMS02012 = false
 
-    let hostName: String
-    let domains: Set<String>
-    let limits: Limits
-    var phase: Phase = .command
-    var heloName: String?
-    var sender: String?
-    var recipients: [String] = []
-    var body: [UInt8] = []
-    var bodyTooLarge = false
-    var badCommands = 0
-
-    public init(hostName: String, domains: Set<String>, limits: Limits) {
-        self.hostName = hostName
-        self.domains = domains
-        self.limits = limits
-    }
-
-    public var greeting: String { "220 \(hostName) ESMTP inetinfo" }
-    public var isInData: Bool { phase == .data }
-
-    /// One line as received, without its CRLF.
-    public mutating func receive(line: [UInt8]) -> [Action] {
-        switch phase {
-        case .data: return receiveData(line: line)
-        case .delivering, .closed: return []
-        case .command: return receiveCommand(line: line)
+        public init(hostName: String, domains: Set<String>) {
+            self.hostName = hostName
+            self.domains = domains
         }
     }
 
-    /// A command line longer than the limit (RFC 5321 §4.5.3.1.4); the rest of it was discarded.
-    public mutating func lineTooLong() -> [Action] {
-        guard phase == .command else { return [] }
-        return bad("500 5.5.6 Line too long")
+    enum BodyType: Equatable { case sevenBit, eightBitMIME, binaryMIME }
+
+    /// Where the next input octets go.
+    enum Input: Equatable {
+        case command
+        /// DATA content, streamed; the position tells whether a dot here could be stuffing or the end.
+        case data(DataPosition)
+        /// A BDAT chunk: `remaining` octets, kept (`keep`) or discarded, then the chunk's reply.
+        case chunk(remaining: Int, keep: Bool, last: Bool, reply: String?)
+        /// A message was handed over for storage; nothing is consumed until it is done.
+        case awaitingDelivery
+        case closed
     }
 
-    public mutating func deliveryFinished(success: Bool) -> [Action] {
-        guard phase == .delivering else { return [] }
-        phase = .command
-        resetTransaction()
-        return [.reply(success ? "250 2.0.0 Message accepted for delivery"
-                               : "451 4.3.0 Local storage error; message not accepted, try again later")]
+    struct Transaction: Equatable {
+        var sender: String
+        var recipients: [String] = []
+        var body: BodyType = .sevenBit
+        /// A BDAT chunk was accepted and the message is open (no LAST yet).
+        var chunking = false
+        /// Octets of content so far.
+        var size = 0
+        /// A chunk exceeded the size limit: the rest of the transaction is discarded until RSET.
+        var failed = false
+    }
+
+    public let options: Options
+    var input: Input = .command
+    var heloName: String?
+    var transaction: Transaction?
+    var line: [UInt8] = []
+    /// The current command line is over the limit; its remainder is being skipped.
+    var skippingLongLine = false
+    var badCommands = 0
+    /// The DATA content is over the size limit: the rest is discarded, and `.` gets 552.
+    var dataTooLarge = false
+
+    public init(options: Options) {
+        self.options = options
+    }
+
+    public var greeting: String { "220 \(options.hostName) ESMTP inetinfo" }
+
+    /// Whether the session waits for a delivery to finish (the caller should stop reading).
+    public var isAwaitingDelivery: Bool { input == .awaitingDelivery }
+    public var isClosed: Bool { input == .closed }
+
+    // MARK: - Input
+
+    /// Consumes as much of `buffer` as it can and returns what to do. Input left in `buffer` (only while
+    /// awaiting a delivery) must be passed again after ``deliveryFinished(_:)``.
+    public mutating func receive(_ buffer: inout ByteBuffer) -> [Action] {
+        var actions: [Action] = []
+        while buffer.readableBytes > 0 {
+            switch input {
+            case .closed, .awaitingDelivery:
+                return actions
+            case .command:
+                consumeCommandBytes(&buffer, into: &actions)
+            case .data(let position):
+                consumeData(&buffer, at: position, into: &actions)
+            case .chunk(let remaining, let keep, let last, let reply):
+                let count = min(remaining, buffer.readableBytes)
+                let octets = buffer.readSlice(length: count)!
+                if keep, count > 0 { actions.append(.messageData(octets)) }
+                input = .chunk(remaining: remaining - count, keep: keep, last: last, reply: reply)
+                if remaining - count == 0 { finishChunk(keep: keep, last: last, reply: reply, into: &actions) }
+            }
+        }
+        return actions
+    }
+
+    public enum DeliveryOutcome: Sendable, Equatable {
+        case delivered(id: String)
+        /// The disk is full (ENOSPC, EDQUOT).
+        case insufficientStorage
+        case failed
+    }
+
+    /// The outcome of ``Action/commitMessage``: 250 only once the message is on stable storage.
+    public mutating func deliveryFinished(_ outcome: DeliveryOutcome) -> [Action] {
+        guard input == .awaitingDelivery else { return [] }
+        input = .command
+        transaction = nil
+        switch outcome {
+        case .delivered(let id): return [.reply("250 2.0.0 Message accepted for delivery as \(id)")]
+        case .insufficientStorage: return [.reply("452 4.3.1 Insufficient system storage; message not accepted, try again later")]
+        case .failed: return [.reply("451 4.3.0 Local storage error; message not accepted, try again later")]
+        }
     }
 
     /// The idle timeout ran out (RFC 5321 §4.5.3.2.7).
     public mutating func timedOut() -> [Action] {
-        phase = .closed
-        return [.reply("421 4.4.2 \(hostName) Idle timeout, closing connection"), .close]
+        close(with: "421 4.4.2 \(options.hostName) Idle timeout, closing connection")
     }
 
-    /// The host is stopping this instance gracefully.
+    /// The instance is stopping; a session waiting for a delivery finishes it first.
     public mutating func shuttingDown() -> [Action] {
-        phase = .closed
-        return [.reply("421 4.3.2 \(hostName) Service shutting down, closing connection"), .close]
+        close(with: "421 4.3.2 \(options.hostName) Service shutting down, closing connection")
     }
 
-    private mutating func receiveCommand(line raw: [UInt8]) -> [Action] {
-        let line = String(decoding: raw, as: UTF8.self)
-        let verbEnd = line.firstIndex(of: " ") ?? line.endIndex
-        let verb = line[..<verbEnd].uppercased()
-        let argument = line[verbEnd...].trimmingCharacters(in: " ")
+    private mutating func close(with reply: String) -> [Action] {
+        guard input != .closed else { return [] }
+        var actions: [Action] = []
+        if transaction != nil, input != .awaitingDelivery, isSpooling { actions.append(.discardMessage) }
+        input = .closed
+        actions += [.reply(reply), .close]
+        return actions
+    }
+
+    /// Whether a spool is open (DATA content or accepted chunks so far).
+    private var isSpooling: Bool {
+        switch input {
+        case .data: return true
+        case .chunk(_, let keep, _, _): return keep || transaction?.chunking == true
+        default: return transaction?.chunking == true && transaction?.failed == false
+        }
+    }
+
+    // MARK: - Commands
+
+    private mutating func consumeCommandBytes(_ buffer: inout ByteBuffer, into actions: inout [Action]) {
+        let view = buffer.readableBytesView
+        if let newline = view.firstIndex(of: 0x0A) {
+            let length = newline - view.startIndex
+            if skippingLongLine {
+                buffer.moveReaderIndex(forwardBy: length + 1)
+                skippingLongLine = false
+                return
+            }
+            guard line.count + length + 1 <= options.limits.maxCommandLine else {
+                buffer.moveReaderIndex(forwardBy: length + 1)
+                line.removeAll()
+                actions += bad("500 5.5.6 Line too long (limit \(options.limits.maxCommandLine) octets)")
+                return
+            }
+            line += view[view.startIndex..<newline]
+            buffer.moveReaderIndex(forwardBy: length + 1)
+            if line.last == 0x0D { line.removeLast() }
+            let command = line
+            line.removeAll(keepingCapacity: true)
+            actions += handle(command: command)
+        } else {
+            if skippingLongLine {
+                buffer.moveReaderIndex(forwardBy: view.count)
+            } else if line.count + view.count >= options.limits.maxCommandLine {
+                // RFC 5321 §4.5.3.1.4: refuse the line and discard the rest of it.
+                buffer.moveReaderIndex(forwardBy: view.count)
+                line.removeAll()
+                skippingLongLine = true
+                actions += bad("500 5.5.6 Line too long (limit \(options.limits.maxCommandLine) octets)")
+            } else {
+                line += view
+                buffer.moveReaderIndex(forwardBy: view.count)
+            }
+        }
+    }
+
+    mutating func handle(command raw: [UInt8]) -> [Action] {
+        let text = String(decoding: raw, as: UTF8.self)
+        let verbEnd = text.firstIndex(of: " ") ?? text.endIndex
+        let verb = text[..<verbEnd].uppercased()
+        let argument = text[verbEnd...].trimmingSpaces()
+
+        // RFC 3030 §2 / MS02-012: inside an open chunked transaction only BDAT, RSET, NOOP and QUIT.
+        if transaction?.chunking == true, !["BDAT", "RSET", "NOOP", "QUIT"].contains(verb) {
+            if options.simulateMS02012 {
+                input = .closed
+                return [.simulatedFailure(reason: "ms02-012: \(verb.isEmpty ? "empty command" : verb) inside BDAT transaction")]
+            }
+            return bad("503 5.5.1 BDAT expected")
+        }
+
         switch verb {
         case "HELO", "EHLO":
-            guard !argument.isEmpty else { return bad("501 5.5.4 Syntax: \(verb) hostname") }
+            guard !argument.isEmpty, !argument.contains(" ") else { return bad("501 5.5.4 Syntax: \(verb) hostname") }
             heloName = argument
-            resetTransaction()
-            if verb == "HELO" { return [.reply("250 \(hostName)")] }
+            transaction = nil
+            if verb == "HELO" { return [.reply("250 \(options.hostName)")] }
             return [.reply([
-                "250-\(hostName)", "250-PIPELINING", "250-SIZE \(limits.maxMessageSize)", "250-8BITMIME",
-                "250-ENHANCEDSTATUSCODES", "250 HELP",
+                "250-\(options.hostName) greets \(argument)", "250-PIPELINING", "250-SIZE \(options.limits.maxMessageSize)",
+                "250-8BITMIME", "250-BINARYMIME", "250-CHUNKING", "250-ENHANCEDSTATUSCODES", "250 HELP",
             ].joined(separator: "\r\n"))]
         case "MAIL":
-            guard heloName != nil else { return bad("503 5.5.1 Send HELO or EHLO first") }
-            guard sender == nil else { return bad("503 5.5.1 Sender already specified") }
-            guard let (path, parameters) = Self.path(argument, keyword: "FROM:") else {
-                return bad("501 5.5.4 Syntax: MAIL FROM:<address>")
-            }
-            for parameter in parameters {
-                let pieces = parameter.split(separator: "=", maxSplits: 1).map(String.init)
-                switch pieces[0].uppercased() {
-                case "SIZE":
-                    guard pieces.count == 2, let size = Int(pieces[1]), size >= 0 else {
-                        return bad("501 5.5.4 Malformed SIZE parameter")
-                    }
-                    if size > limits.maxMessageSize { return [.reply("552 5.3.4 Message size exceeds fixed maximum message size")] }
-                case "BODY":
-                    guard pieces.count == 2, ["7BIT", "8BITMIME"].contains(pieces[1].uppercased()) else {
-                        return bad("501 5.5.4 Unsupported BODY parameter")
-                    }
-                default:
-                    return bad("555 5.5.4 Unsupported parameter \(pieces[0])")
-                }
-            }
-            sender = path
-            return [.reply("250 2.1.0 Sender OK")]
+            return mail(argument)
         case "RCPT":
-            guard sender != nil else { return bad("503 5.5.1 Need MAIL before RCPT") }
-            guard let (path, parameters) = Self.path(argument, keyword: "TO:"), !path.isEmpty, parameters.isEmpty else {
-                return bad("501 5.5.4 Syntax: RCPT TO:<address>")
-            }
-            guard let at = path.lastIndex(of: "@"), at != path.startIndex else {
-                return [.reply("550 5.1.3 Recipient address must be user@domain")]
-            }
-            let domain = path[path.index(after: at)...].lowercased()
-            guard domains.contains(domain) else { return [.reply("550 5.7.1 Relaying denied")] }
-            guard recipients.count < limits.maxRecipients else { return [.reply("452 4.5.3 Too many recipients")] }
-            guard MaildirWriter.isSafeLocalPart(String(path[..<at])) else {
-                return [.reply("550 5.1.1 Mailbox name not allowed")]
-            }
-            recipients.append(String(path[..<at]) + "@" + domain)
-            return [.reply("250 2.1.5 Recipient OK")]
+            return rcpt(argument)
         case "DATA":
-            guard sender != nil else { return bad("503 5.5.1 Need MAIL command") }
-            guard !recipients.isEmpty else { return bad("503 5.5.1 Need RCPT command") }
+            guard let transaction else { return bad("503 5.5.1 Need MAIL command") }
+            guard !transaction.recipients.isEmpty else { return bad("503 5.5.1 Need RCPT command") }
             guard argument.isEmpty else { return bad("501 5.5.4 Syntax: DATA") }
-            phase = .data
-            body = []
-            bodyTooLarge = false
-            return [.reply("354 End data with <CR><LF>.<CR><LF>")]
+            // RFC 3030 §3: BINARYMIME content can only be sent with BDAT.
+            guard transaction.body != .binaryMIME else { return bad("503 5.5.1 BODY=BINARYMIME requires BDAT") }
+            input = .data(.lineStart)
+            dataTooLarge = false
+            return [.startMessage(envelope(transaction)), .reply("354 End data with <CR><LF>.<CR><LF>")]
+        case "BDAT":
+            return bdat(argument)
         case "RSET":
-            resetTransaction()
-            return [.reply("250 2.0.0 OK")]
+            guard argument.isEmpty else { return bad("501 5.5.4 Syntax: RSET") }
+            let wasSpooling = transaction?.chunking == true
+            transaction = nil
+            return (wasSpooling ? [.discardMessage] : []) + [.reply("250 2.0.0 OK")]
         case "NOOP":
             return [.reply("250 2.0.0 OK")]
         case "QUIT":
-            phase = .closed
-            return [.reply("221 2.0.0 \(hostName) closing connection"), .close]
+            let wasSpooling = transaction?.chunking == true
+            input = .closed
+            return (wasSpooling ? [.discardMessage] : []) + [.reply("221 2.0.0 \(options.hostName) closing connection"), .close]
         case "VRFY":
+            guard !argument.isEmpty else { return bad("501 5.5.4 Syntax: VRFY address") }
             return [.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")]
         case "HELP":
-            return [.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")]
+            return [.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP")]
         default:
             return bad("500 5.5.2 Command not recognized")
         }
     }
 
-    private mutating func receiveData(line: [UInt8]) -> [Action] {
-        if line == [UInt8(ascii: ".")] {
-            guard !bodyTooLarge else {
-                phase = .command
-                resetTransaction()
-                return [.reply("552 5.3.4 Message size exceeds fixed maximum message size")]
+    private mutating func mail(_ argument: String) -> [Action] {
+        guard heloName != nil else { return bad("503 5.5.1 Send HELO or EHLO first") }
+        guard transaction == nil else { return bad("503 5.5.1 Sender already specified") }
+        guard let (path, parameters) = Self.path(argument, keyword: "FROM:") else {
+            return bad("501 5.5.4 Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME|BINARYMIME]")
+        }
+        var body = BodyType.sevenBit
+        for parameter in parameters {
+            let pieces = parameter.split(separator: "=", maxSplits: 1).map(String.init)
+            let value = pieces.count == 2 ? pieces[1] : ""
+            switch pieces[0].uppercased() {
+            case "SIZE":
+                guard value.count <= 18, value.allSatisfy(\.isASCIIDigit), let size = Int(value) else {
+                    return bad("501 5.5.4 Malformed SIZE parameter")
+                }
+                if size > options.limits.maxMessageSize {
+                    return [.reply("552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)")]
+                }
+            case "BODY":
+                switch value.uppercased() {
+                case "7BIT": body = .sevenBit
+                case "8BITMIME": body = .eightBitMIME
+                case "BINARYMIME": body = .binaryMIME
+                default: return bad("501 5.5.4 Unsupported BODY value \(value)")
+                }
+            default:
+                return bad("555 5.5.4 Unsupported MAIL parameter \(pieces[0])")
             }
-            phase = .delivering
-            return [.deliver(Envelope(sender: sender ?? "", recipients: recipients, heloName: heloName ?? ""), body)]
         }
-        // RFC 5321 §4.5.2: a leading dot was doubled by the client.
-        let content = line.first == UInt8(ascii: ".") ? line.dropFirst() : line[...]
-        if body.count + content.count + 2 > limits.maxMessageSize {
-            bodyTooLarge = true
-            body = []
+        transaction = Transaction(sender: path, body: body)
+        return [.reply("250 2.1.0 Sender OK")]
+    }
+
+    private mutating func rcpt(_ argument: String) -> [Action] {
+        guard transaction != nil else { return bad("503 5.5.1 Need MAIL before RCPT") }
+        guard let (path, parameters) = Self.path(argument, keyword: "TO:"), !path.isEmpty else {
+            return bad("501 5.5.4 Syntax: RCPT TO:<address>")
         }
-        if !bodyTooLarge {
-            body.append(contentsOf: content)
-            body.append(contentsOf: [0x0D, 0x0A])
+        guard parameters.isEmpty else { return bad("555 5.5.4 Unsupported RCPT parameter \(parameters[0])") }
+        guard let at = path.lastIndex(of: "@"), at != path.startIndex, path.index(after: at) != path.endIndex else {
+            return [.reply("550 5.1.3 Recipient address must be local-part@domain")]
         }
-        return []
+        let domain = path[path.index(after: at)...].lowercased()
+        // Never an open relay (MS02-011 was one).
+        guard options.domains.contains(domain) else { return [.reply("550 5.7.1 Relaying denied")] }
+        let localPart = String(path[..<at])
+        guard MaildirWriter.isSafeLocalPart(localPart) else { return [.reply("550 5.1.1 Mailbox name not allowed")] }
+        guard transaction!.recipients.count < options.limits.maxRecipients else {
+            return [.reply("452 4.5.3 Too many recipients")]
+        }
+        transaction!.recipients.append(localPart + "@" + domain)
+        return [.reply("250 2.1.5 Recipient OK")]
+    }
+
+    /// RFC 3030 §2: `BDAT <chunk-size> [LAST]`; the chunk's octets follow the command line's CRLF.
+    private mutating func bdat(_ argument: String) -> [Action] {
+        let words = argument.split(separator: " ", omittingEmptySubsequences: true)
+        guard let sizeWord = words.first, sizeWord.count <= 18, sizeWord.allSatisfy(\.isASCIIDigit),
+              let size = Int(sizeWord)
+        else {
+            // No size could be parsed, so no octets are known to follow: nothing to discard.
+            return bad("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
+        }
+        let last: Bool
+        switch words.count {
+        case 1: last = false
+        case 2 where words[1].uppercased() == "LAST": last = true
+        default:
+            // RFC 3030 §2: a rejected BDAT's octets are still read and discarded, to stay in sync.
+            return rejectChunk(size: size, reply: "501 5.5.4 Syntax: BDAT chunk-size [LAST]", countsAsBad: true)
+        }
+        guard let transaction else { return rejectChunk(size: size, reply: "503 5.5.1 Need MAIL command", countsAsBad: true) }
+        guard !transaction.recipients.isEmpty else {
+            return rejectChunk(size: size, reply: "503 5.5.1 Need RCPT command", countsAsBad: true)
+        }
+        if transaction.failed {
+            return rejectChunk(size: size, reply: "552 5.3.4 Message size exceeds fixed maximum message size; send RSET", countsAsBad: false)
+        }
+        if transaction.size + size > options.limits.maxMessageSize {
+            self.transaction!.failed = true
+            let wasSpooling = transaction.chunking
+            var actions: [Action] = wasSpooling ? [.discardMessage] : []
+            // The transaction stays open (failed) until RSET, so later BDATs are discarded too.
+            self.transaction!.chunking = true
+            actions += rejectChunk(size: size, reply: "552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)", countsAsBad: false)
+            return actions
+        }
+        var actions: [Action] = []
+        if !transaction.chunking {
+            self.transaction!.chunking = true
+            actions.append(.startMessage(envelope(transaction)))
+        }
+        self.transaction!.size += size
+        input = .chunk(remaining: size, keep: true, last: last, reply: nil)
+        if size == 0 { finishChunk(keep: true, last: last, reply: nil, into: &actions) }
+        return actions
+    }
+
+    private mutating func rejectChunk(size: Int, reply: String, countsAsBad: Bool) -> [Action] {
+        if countsAsBad {
+            badCommands += 1
+        }
+        input = .chunk(remaining: size, keep: false, last: false, reply: reply)
+        var actions: [Action] = []
+        if size == 0 { finishChunk(keep: false, last: false, reply: reply, into: &actions) }
+        return actions
+    }
+
+    private mutating func finishChunk(keep: Bool, last: Bool, reply: String?, into actions: inout [Action]) {
+        input = .command
+        if let reply {
+            actions.append(.reply(reply))
+            if badCommands >= options.limits.maxBadCommands { actions += tooManyErrors() }
+            return
+        }
+        if last {
+            transaction!.chunking = false
+            input = .awaitingDelivery
+            actions.append(.commitMessage)
+        } else {
+            actions.append(.reply("250 2.0.0 \(transaction!.size) octets received"))
+        }
+    }
+
+    // MARK: - DATA content
+
+    /// Where DATA input stands relative to the `CRLF.CRLF` terminator (RFC 5321 §4.1.1.4, §4.5.2).
+    enum DataPosition: Equatable {
+        case lineStart
+        case midLine
+        /// A "." at the start of a line: the end marker or a stuffed dot, decided by the next octet.
+        case dot
+        /// ".\r" at the start of a line.
+        case dotCR
+    }
+
+    private mutating func consumeData(_ buffer: inout ByteBuffer, at position: DataPosition, into actions: inout [Action]) {
+        switch position {
+        case .lineStart:
+            if buffer.readableBytesView.first == UInt8(ascii: ".") {
+                buffer.moveReaderIndex(forwardBy: 1)
+                input = .data(.dot)
+            } else {
+                input = .data(.midLine)
+            }
+        case .dot:
+            let next = buffer.readableBytesView.first!
+            if next == 0x0A {
+                buffer.moveReaderIndex(forwardBy: 1)
+                endData(into: &actions)
+            } else if next == 0x0D {
+                buffer.moveReaderIndex(forwardBy: 1)
+                input = .data(.dotCR)
+            } else {
+                // A stuffed dot: the client doubled a leading "."; the first one is dropped.
+                input = .data(.midLine)
+            }
+        case .dotCR:
+            if buffer.readableBytesView.first == 0x0A {
+                buffer.moveReaderIndex(forwardBy: 1)
+                endData(into: &actions)
+            } else {
+                // ".\r" not followed by LF: the dot was stuffing, the CR is content.
+                emit(ByteBuffer(bytes: [0x0D]), into: &actions)
+                input = .data(.midLine)
+            }
+        case .midLine:
+            // Hand out everything up to a line that starts with "." (the only place the terminator or
+            // stuffing can be), so ordinary content goes out in one slice per read.
+            let view = buffer.readableBytesView
+            var searchFrom = view.startIndex
+            while let newline = view[searchFrom...].firstIndex(of: 0x0A) {
+                let next = newline + 1
+                if next == view.endIndex || view[next] == UInt8(ascii: ".") {
+                    emit(buffer.readSlice(length: next - view.startIndex)!, into: &actions)
+                    input = .data(.lineStart)
+                    return
+                }
+                searchFrom = next
+            }
+            emit(buffer.readSlice(length: view.count)!, into: &actions)
+        }
+    }
+
+    private mutating func emit(_ octets: ByteBuffer, into actions: inout [Action]) {
+        guard !dataTooLarge, let transaction else { return }
+        if transaction.size + octets.readableBytes > options.limits.maxMessageSize {
+            dataTooLarge = true
+            actions.append(.discardMessage)
+            return
+        }
+        self.transaction!.size += octets.readableBytes
+        actions.append(.messageData(octets))
+    }
+
+    private mutating func endData(into actions: inout [Action]) {
+        if dataTooLarge {
+            transaction = nil
+            input = .command
+            actions.append(.reply("552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)"))
+            return
+        }
+        input = .awaitingDelivery
+        actions.append(.commitMessage)
+    }
+
+    // MARK: - Helpers
+
+    private func envelope(_ transaction: Transaction) -> Envelope {
+        Envelope(sender: transaction.sender, recipients: transaction.recipients, heloName: heloName ?? "")
     }
 
     private mutating func bad(_ reply: String) -> [Action] {
         badCommands += 1
-        if badCommands >= limits.maxBadCommands {
-            phase = .closed
-            return [.reply(reply), .reply("421 4.7.0 \(hostName) Too many errors, closing connection"), .close]
-        }
-        return [.reply(reply)]
+        guard badCommands >= options.limits.maxBadCommands else { return [.reply(reply)] }
+        return [.reply(reply)] + tooManyErrors()
     }
 
-    private mutating func resetTransaction() {
-        sender = nil
-        recipients = []
-        body = []
-        bodyTooLarge = false
+    private mutating func tooManyErrors() -> [Action] {
+        let wasSpooling = transaction?.chunking == true
+        input = .closed
+        return (wasSpooling ? [.discardMessage] : [])
+            + [.reply("421 4.7.0 \(options.hostName) Too many errors, closing connection"), .close]
     }
 
-    /// Parses `FROM:<path> PARAM=VALUE ...`; the null path `<>` is allowed.
+    /// Parses `FROM:<path> PARAM=VALUE …`; the null path `<>` is allowed (RFC 5321 §4.5.5).
     static func path(_ argument: String, keyword: String) -> (String, [String])? {
         guard argument.uppercased().hasPrefix(keyword) else { return nil }
-        let rest = argument.dropFirst(keyword.count).trimmingCharacters(in: " ")
+        let rest = argument.dropFirst(keyword.count).trimmingSpaces()
         guard rest.hasPrefix("<"), let close = rest.firstIndex(of: ">") else { return nil }
         let path = String(rest[rest.index(after: rest.startIndex)..<close])
         if path.contains(where: { $0 == " " || $0 == "<" }) { return nil }
@@ -217,14 +511,12 @@ public struct SMTPSession: Sendable {
     }
 }
 
-extension String {
-    func trimmingCharacters(in character: Character) -> String {
-        String(drop { $0 == character }.reversed().drop { $0 == character }.reversed())
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 }
 
-extension Substring {
-    func trimmingCharacters(in character: Character) -> String {
-        String(self).trimmingCharacters(in: character)
-    }
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }
