@@ -59,7 +59,7 @@ public enum InetinfoHost {
             let registrations = try catalog.map { entry -> ServiceRegistration in
                 let service = configuration.services[entry.name]!
                 let context = ServiceContext(options: service.options, stateDirectory: configuration.stateDirectory,
-                                             hostName: hostName, services: overview)
+                                             threads: service.threads, hostName: hostName, services: overview)
                 return ServiceRegistration(service: try entry.make(context), settings: service.supervision,
                                            sockets: sockets[entry.name] ?? [], enabled: service.enabled)
             }

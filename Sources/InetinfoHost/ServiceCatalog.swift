@@ -8,12 +8,12 @@ public enum ServiceCatalog {
         ServiceEntry(name: "smtp", defaultListen: "127.0.0.1:2525", options: SMTPSettings.defaultOptions) { context in
             let settings = try SMTPSettings(options: context.options, stateDirectory: context.stateDirectory,
                                             hostName: context.hostName)
-            return SMTPService(settings: settings)
+            return SMTPService(settings: settings, threads: context.threads)
         },
         ServiceEntry(name: "http", defaultListen: "127.0.0.1:8080", options: HTTPSettings.defaultOptions) { context in
             let settings = try HTTPSettings(options: context.options, hostName: context.hostName,
                                             services: context.services.map { ($0.name, $0.enabled, $0.listen) })
-            return HTTPService(settings: settings)
+            return HTTPService(settings: settings, threads: context.threads)
         },
     ]
 }

@@ -23,6 +23,8 @@ public struct ServiceEntry: Sendable {
 public struct ServiceContext: Sendable {
     public var options: [String: String]
     public var stateDirectory: String
+    /// Event loop threads per instance (`SERVICE.threads`).
+    public var threads: Int
     public var hostName: String
     /// Every service of the host and whether it is enabled (the default web page lists them).
     public var services: [(name: String, enabled: Bool, listen: [String])]

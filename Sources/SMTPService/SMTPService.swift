@@ -14,9 +14,11 @@ public struct SMTPService: HostedService {
     let commitPool: NIOThreadPool
     let sessions: SessionLimiter
     let names: MaildirNames
+    let threads: Int
 
-    public init(settings: SMTPSettings) {
+    public init(settings: SMTPSettings, threads: Int = 1) {
         self.settings = settings
+        self.threads = threads
         writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
         commitPool = NIOThreadPool(numberOfThreads: 32)
         commitPool.start()
@@ -35,7 +37,7 @@ public struct SMTPService: HostedService {
             sessions: sessions, names: names, logger: context.logger,
             fail: { reason in context.fail(InstanceFailure(reason)) })
         let idle = TimeAmount.seconds(Int64(settings.idleTimeoutSeconds))
-        try await ServerInstance.run(context) { channel in
+        try await ServerInstance.run(context, threads: threads) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                 try channel.pipeline.syncOperations.addHandler(SMTPHandler(environment: environment))

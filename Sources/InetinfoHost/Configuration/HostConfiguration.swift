@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Supervision
 
 /// The host's typed configuration. Every key is documented in docs/configuration.md.
@@ -17,6 +18,8 @@ public struct HostConfiguration: Sendable, Equatable {
     public struct ServiceConfiguration: Sendable, Equatable {
         public var enabled = true
         public var listen: [String]
+        /// Event loop threads of each instance.
+        public var threads = System.coreCount
         public var supervision = SupervisionSettings()
         /// Keys of the service's own (`http.web-root`, `smtp.simulate-ms02-012`), unparsed.
         public var options: [String: String] = [:]
@@ -45,7 +48,7 @@ public struct HostConfiguration: Sendable, Equatable {
             default:
                 let entry = catalog.first { $0.name == section }
                 known = knownServices.contains(section)
-                    && (Self.supervisionKeys.contains(name) || ["enabled", "listen"].contains(name)
+                    && (Self.supervisionKeys.contains(name) || ["enabled", "listen", "threads"].contains(name)
                         || entry!.options.keys.contains(name))
             }
             guard known else { throw reader.error(key, "unknown key (see docs/configuration.md)") }
@@ -68,6 +71,7 @@ public struct HostConfiguration: Sendable, Equatable {
             if let listen = try reader.string("\(entry.name).listen") {
                 service.listen = listen.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             }
+            service.threads = try reader.integer("\(entry.name).threads", minimum: 1) ?? System.coreCount
             service.supervision = try reader.supervision(prefix: entry.name, base: defaults)
             for (option, defaultValue) in entry.options {
                 service.options[option] = values["\(entry.name).\(option)"]?.value ?? defaultValue
