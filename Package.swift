@@ -96,6 +96,14 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "smtp-session-fuzzer",
+            dependencies: [
+                "SMTPService",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Fuzz/smtp-session-fuzzer"
+        ),
+        .executableTarget(
             name: "restart-latency",
             dependencies: [
                 "Supervision", "HTTPService",

@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build --build-tests
 swift test --skip-build
+# The SMTP engine under libFuzzer + ASan for a bounded time, from the committed seed corpus.
+scripts/fuzz-smtp.sh "${FUZZ_SECONDS:-60}"
