@@ -11,6 +11,7 @@
 #   TARGETS ["ours-maildir aiosmtpd-maildir postfix ours-discard smtp-sink"]
 #   CASE_TIMEOUT [120]   seconds allowed to one case (the load generator is killed after it)
 #   SKIP_BUILD [0]       1: use the existing .build-bench/release/inetinfo
+#   KEEP_TMP [0]         1: keep the temporary folder (logs, Maildirs, Postfix's maillog) for inspection
 #
 # Peers: (a) inetinfo, durable Maildir delivery; (b) inetinfo, smtp.delivery=discard; (c) Postfix's
 # smtp-sink (no storage); (d) aiosmtpd + maildir_server.py (Maildir, fsync of the file and of new/ before
@@ -65,7 +66,7 @@ cleanup() {
     if ((POSTFIX_STARTED)); then       # postfix stop returns before master has gone
         for _ in $(seq 50); do [[ -e $TMP/postfix/queue/pid/master.pid ]] && pgrep -F "$TMP/postfix/queue/pid/master.pid" >/dev/null 2>&1 || break; sleep 0.1; done
     fi
-    rm -rf "$TMP"
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$status"
 }
 trap cleanup EXIT
@@ -154,6 +155,7 @@ mail_owner = postfix
 setgid_group = postdrop
 syslog_name = postfix-bench
 maillog_file = $p/maillog
+maillog_file_prefixes = $p
 myhostname = postfix-bench.localdomain
 mydomain = localdomain
 myorigin = \$myhostname
@@ -199,9 +201,10 @@ anvil      unix  - - n -  1 anvil
 scache     unix  - - n -  1 scache
 postlog    unix-dgram n - n - 1 postlogd
 EOF
-    /usr/sbin/postfix -c "$p/etc" check >"$p/check.log" 2>&1 || { cat "$p/check.log" >&2; return 1; }
+    # Postfix commands log to stderr only on a terminal, so `script` gives them one for the error messages.
+    script -qec "/usr/sbin/postfix -c $p/etc check" /dev/null >"$p/check.log" 2>&1 || { cat "$p/check.log" >&2; return 1; }
     POSTFIX_STARTED=1
-    /usr/sbin/postfix -c "$p/etc" start >"$p/start.log" 2>&1 || { cat "$p/start.log" "$p/maillog" >&2 2>/dev/null; return 1; }
+    script -qec "/usr/sbin/postfix -c $p/etc start" /dev/null >"$p/start.log" 2>&1 || { cat "$p/start.log" >&2; return 1; }
     MAILDIR[postfix]=$p/mail/localhost/user
     wait_smtp "${PORT[postfix]}"
     log "postfix: private instance on 127.0.0.1:${PORT[postfix]}, Maildir $p/mail/localhost/user"

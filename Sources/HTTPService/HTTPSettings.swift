@@ -1,14 +1,48 @@
 import Foundation
 
-/// The HTTP service's own configuration keys (`http.*`).
+/// The HTTP service's own configuration keys (`http.*`), documented in docs/configuration.md.
 public struct HTTPSettings: Sendable {
-    public static let defaultOptions: [String: String] = ["web-root": ""]
+    public static let defaultOptions: [String: String] = [
+        "web-root": "",
+        "keepalive-timeout": "60",
+        "header-timeout": "10",
+        "max-connections": "1000",
+        "max-request-line": "8192",
+        "max-header-size": "32768",
+        "max-headers": "100",
+        "max-body-size": "1048576",
+        "access-log": "log",
+    ]
+
+    /// Where the access log goes.
+    public enum AccessLog: Sendable, Equatable {
+        case off
+        /// Through swift-log (stderr or the journal), one entry per request.
+        case log
+        /// Appended to this file, buffered.
+        case file(String)
+    }
 
     /// The directory served, resolved to an absolute path without symlinks.
     public var webRoot: String
+    public var keepAliveTimeoutSeconds: Int
+    public var headerTimeoutSeconds: Int
+    public var maxConnections: Int
+    public var maxRequestLine: Int
+    public var maxHeaderSize: Int
+    public var maxHeaders: Int
+    public var maxBodySize: Int
+    public var accessLog: AccessLog
 
     public init(options: [String: String], hostName: String, services: [(String, Bool, [String])]) throws {
-        var root = options["web-root"] ?? ""
+        func option(_ key: String) -> String { options[key] ?? Self.defaultOptions[key]! }
+        func positive(_ key: String) throws -> Int {
+            guard let value = Int(option(key)), value > 0 else {
+                throw HTTPConfigurationError("http.\(key): '\(option(key))' is not a positive integer")
+            }
+            return value
+        }
+        var root = option("web-root")
         if root.isEmpty {
             guard let bundled = Bundle.module.url(forResource: "DefaultWebRoot", withExtension: nil) else {
                 throw HTTPConfigurationError("the default web root is missing from the installation; set http.web-root")
@@ -23,6 +57,18 @@ public struct HTTPSettings: Sendable {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: webRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw HTTPConfigurationError("http.web-root: \(root) is not a directory")
+        }
+        keepAliveTimeoutSeconds = try positive("keepalive-timeout")
+        headerTimeoutSeconds = try positive("header-timeout")
+        maxConnections = try positive("max-connections")
+        maxRequestLine = try positive("max-request-line")
+        maxHeaderSize = try positive("max-header-size")
+        maxHeaders = try positive("max-headers")
+        maxBodySize = try positive("max-body-size")
+        switch option("access-log") {
+        case "off", "": accessLog = .off
+        case "log": accessLog = .log
+        case let path: accessLog = .file(path)
         }
     }
 }

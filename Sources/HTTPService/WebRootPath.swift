@@ -9,11 +9,16 @@ enum WebRootPath {
         case file(path: String)
         case notFound
         case badRequest
+        /// A directory asked for without the trailing slash: redirect, so relative links work.
+        case directoryWithoutSlash(location: String)
     }
 
     static func resolve(target: String, root: String) -> Resolution {
         let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
         guard path.hasPrefix("/") else { return .badRequest }
+        // An encoded slash or backslash names no file here: it would only serve to slip past checks.
+        let lowered = path.lowercased()
+        if lowered.contains("%2f") || lowered.contains("%5c") { return .notFound }
         guard let decoded = path.removingPercentEncodingStrict() else { return .badRequest }
         if decoded.contains("\0") || decoded.contains("\\") { return .notFound }
         let segments = decoded.split(separator: "/")
@@ -23,6 +28,7 @@ enum WebRootPath {
         var info = stat()
         guard stat(resolved, &info) == 0 else { return .notFound }
         if (info.st_mode & S_IFMT) == S_IFDIR {
+            if !path.hasSuffix("/") { return .directoryWithoutSlash(location: path + "/") }
             candidate = resolved + "/index.html"
             guard let index = inside(candidate, root: root), stat(index, &info) == 0 else { return .notFound }
             resolved = index

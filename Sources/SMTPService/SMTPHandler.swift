@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Supervision
 
 /// The I/O edge of an SMTP session: feeds received bytes to ``SMTPSession`` and carries out its actions
 /// (replies, spooling to `tmp/`, commits on the commit pool, closing). Pipelined commands are answered in
@@ -15,7 +16,7 @@ final class SMTPHandler: ChannelInboundHandler {
         var delivery: SMTPSettings.Delivery
         var writer: MaildirWriter
         var commitPool: NIOThreadPool
-        var sessions: SessionLimiter
+        var sessions: ConnectionLimiter
         var names: MaildirNames
         var logger: Logger
         /// Ends the instance (the MS02-012 replay).

@@ -12,7 +12,7 @@ public struct SMTPService: HostedService {
     /// Commits (fsync, link, directory fsync) run here, many at once, so that the journal of the file
     /// system batches the fsyncs of concurrent sessions into few disk flushes (group commit).
     let commitPool: NIOThreadPool
-    let sessions: SessionLimiter
+    let sessions: ConnectionLimiter
     let names: MaildirNames
     let threads: Int
 
@@ -22,7 +22,7 @@ public struct SMTPService: HostedService {
         writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
         commitPool = NIOThreadPool(numberOfThreads: 32)
         commitPool.start()
-        sessions = SessionLimiter(limit: settings.maxSessions)
+        sessions = ConnectionLimiter(limit: settings.maxSessions)
         names = MaildirNames(hostName: writer.hostName)
     }
 
@@ -44,26 +44,6 @@ public struct SMTPService: HostedService {
             }
         }
     }
-}
-
-/// Counts the open sessions of the service, across its instances.
-final class SessionLimiter: Sendable {
-    let limit: Int
-    // Guards the count of open sessions.
-    private let count = NIOLockedValueBox(0)
-
-    init(limit: Int) { self.limit = limit }
-
-    /// Takes a slot; `false` when the limit is reached.
-    func enter() -> Bool {
-        count.withLockedValue { count in
-            guard count < limit else { return false }
-            count += 1
-            return true
-        }
-    }
-
-    func leave() { count.withLockedValue { $0 -= 1 } }
 }
 
 /// Unique Maildir file names: `<seconds>.M<microseconds>P<pid>Q<counter>.<host>` (the Maildir convention).

@@ -1,0 +1,109 @@
+import NIOCore
+import NIOHTTP1
+
+/// Cuts off idle and slow clients: a connection with no request for the keep-alive timeout is closed
+/// quietly; one that started a request but has not finished its head within the head timeout gets 408
+/// and is closed (slow-header attacks, "slowloris").
+final class RequestTimeoutHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    enum Phase { case idle, readingHead, inRequest }
+
+    private let keepAlive: TimeAmount
+    private let head: TimeAmount
+    private var phase = Phase.idle
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+
+    init(keepAlive: TimeAmount, head: TimeAmount) {
+        self.keepAlive = keepAlive
+        self.head = head
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { arm(keepAlive, context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(keepAlive, context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        context.fireChannelInactive()
+    }
+
+    /// Raw bytes arrived (see ``RequestActivityMarker``): an idle connection is now reading a head.
+    func bytesArrived() {
+        guard phase == .idle, let context else { return }
+        phase = .readingHead
+        arm(head, context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            phase = .inRequest
+            timer?.cancel()
+            timer = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            phase = .idle
+            arm(keepAlive, context: context)
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func arm(_ delay: TimeAmount, context: ChannelHandlerContext) {
+        timer?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = loopBound.value
+            handler.expired(context: context)
+        }
+    }
+
+    private func expired(context: ChannelHandlerContext) {
+        switch phase {
+        case .idle:
+            context.close(promise: nil)
+        case .readingHead:
+            let body = "408 Request Timeout\n"
+            let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(body.utf8.count)),
+                                       ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .requestTimeout, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        case .inRequest:
+            break
+        }
+    }
+}
+
+/// Sits before the HTTP decoder and tells the timeout handler when raw bytes arrive, so that the head
+/// timeout runs from a request's first byte, not from the previous response.
+final class RequestActivityMarker: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let timeouts: RequestTimeoutHandler
+
+    init(timeouts: RequestTimeoutHandler) { self.timeouts = timeouts }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        timeouts.bytesArrived()
+        context.fireChannelRead(data)
+    }
+}

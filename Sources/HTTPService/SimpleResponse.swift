@@ -1,0 +1,40 @@
+import NIOCore
+import NIOHTTP1
+
+/// Writes a complete response with a small text body (errors, redirects, 304), honouring keep-alive.
+enum SimpleResponse {
+    static func send(_ status: HTTPResponseStatus, to request: HTTPRequestHead, context: ChannelHandlerContext,
+                     headers extra: [(String, String)] = [], close: Bool = false) {
+        // A HEAD response carries the headers a GET would have, without the content (RFC 9110 §9.3.2).
+        let text = "\(status.code) \(status.reasonPhrase)\n"
+        let hasBody = status.mayHaveResponseBody && request.method != .HEAD
+        var headers = HTTPHeaders(extra)
+        headers.add(name: "Server", value: "inetinfo")
+        if status.mayHaveResponseBody {
+            headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+            headers.add(name: "Content-Length", value: String(text.utf8.count))
+        }
+        let keepAlive = request.isKeepAlive && !close
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        if hasBody {
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+        }
+        end(request: request, keepAlive: keepAlive, context: context)
+    }
+
+    /// Ends a response; closes the connection after it when keep-alive is off.
+    static func end(request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
+            if !keepAlive { channel.close(promise: nil) }
+        }
+    }
+}
+
+extension HTTPResponseStatus {
+    /// RFC 9110 §6.4.1: 1xx, 204 and 304 responses have no content.
+    var mayHaveResponseBody: Bool {
+        !(code < 200 || code == 204 || code == 304)
+    }
+}
