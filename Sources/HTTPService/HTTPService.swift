@@ -6,8 +6,8 @@ import Supervision
 
 /// The `http` hosted service: HTTP/1.1 static files from the web root, as a pipeline of small handlers.
 ///
-/// Inbound order: connection limit → activity marker → HTTP decoder → pipelining (NIO) → protocol-error
-/// responder → timeouts → access log → request guard (method, limits, body) → static files.
+/// Inbound order: connection limit → activity marker → HTTP decoder → timeouts → pipelining (NIO) →
+/// protocol-error responder → access log → request guard (method, limits, body) → static files.
 public struct HTTPService: HostedService {
     public let name = "http"
     let settings: HTTPSettings
@@ -42,9 +42,11 @@ public struct HTTPService: HostedService {
                 try pipeline.addHandler(HTTPResponseEncoder())
                 try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                                  limitConfiguration: decoderLimits)))
+                // Before the pipelining handler: a 408 for a head that never completed answers no
+                // request that handler knows of.
+                try pipeline.addHandler(timeouts)
                 try pipeline.addHandler(HTTPServerPipelineHandler())
                 try pipeline.addHandler(HTTPErrorResponder())
-                try pipeline.addHandler(timeouts)
                 if let accessLog = accessLog.enabled { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
                 try pipeline.addHandler(RequestGuard(settings: settings))
                 try pipeline.addHandler(StaticFileHandler(root: settings.webRoot))

@@ -15,6 +15,9 @@ final class RequestTimeoutHandler: ChannelDuplexHandler {
     private let keepAlive: TimeAmount
     private let head: TimeAmount
     private var phase = Phase.idle
+    /// Requests decoded and not yet answered: pipelined requests wait behind the one being answered, and
+    /// the connection is idle only when none is left.
+    private var unanswered = 0
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
@@ -52,6 +55,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head = unwrapInboundIn(data) {
+            unanswered += 1
             phase = .inRequest
             timer?.cancel()
             timer = nil
@@ -60,9 +64,12 @@ final class RequestTimeoutHandler: ChannelDuplexHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) {
-            phase = .idle
-            arm(keepAlive, context: context)
+        if case .end = unwrapOutboundIn(data), unanswered > 0 {
+            unanswered -= 1
+            if unanswered == 0 {
+                phase = .idle
+                arm(keepAlive, context: context)
+            }
         }
         context.write(data, promise: promise)
     }

@@ -1,0 +1,255 @@
+import Foundation
+import Testing
+
+/// A web root for the tests: small and large files, a directory with and without index.html, and a
+/// symlink that points outside the root.
+struct WebRoot {
+    let url: URL
+    let big: Data
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-www-\(UUID().uuidString.prefix(8))")
+        let manager = FileManager.default
+        try manager.createDirectory(at: url.appendingPathComponent("docs"), withIntermediateDirectories: true)
+        try manager.createDirectory(at: url.appendingPathComponent("empty"), withIntermediateDirectories: true)
+        try Data("hello, web\n".utf8).write(to: url.appendingPathComponent("hello.txt"))
+        try Data("<h1>docs</h1>\n".utf8).write(to: url.appendingPathComponent("docs/index.html"))
+        try Data("body{}\n".utf8).write(to: url.appendingPathComponent("style.css"))
+        try Data([0, 1, 2]).write(to: url.appendingPathComponent("blob.unknownext"))
+        big = Data((0..<(3 * 1024 * 1024 + 7)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) })
+        try big.write(to: url.appendingPathComponent("big.bin"))
+        try manager.createSymbolicLink(atPath: url.appendingPathComponent("outside").path, withDestinationPath: "/etc/passwd")
+        try manager.createSymbolicLink(atPath: url.appendingPathComponent("etc").path, withDestinationPath: "/etc")
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// curl as an independent client: returns (status code, headers lowercased, body).
+func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: String], body: Data) {
+    let directory = FileManager.default.temporaryDirectory
+    let headerFile = directory.appendingPathComponent("curl-h-\(UUID().uuidString)").path
+    let bodyFile = directory.appendingPathComponent("curl-b-\(UUID().uuidString)").path
+    defer {
+        unlink(headerFile)
+        unlink(bodyFile)
+    }
+    let result = try CommandResult.run("/usr/bin/curl", ["-s", "-D", headerFile, "-o", bodyFile, "--max-time", "10"] + arguments)
+    guard result.status == 0 else { throw TestError("curl \(arguments) failed: \(result.status) \(result.stderr)") }
+    let raw = try String(contentsOfFile: headerFile, encoding: .utf8)
+    let blocks = raw.components(separatedBy: "\r\n\r\n").filter { !$0.isEmpty }
+    let lines = (blocks.last ?? "").components(separatedBy: "\r\n")
+    let status = Int(lines[0].split(separator: " ")[1])!
+    var headers: [String: String] = [:]
+    for line in lines.dropFirst() {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    return (status, headers, (try? Data(contentsOf: URL(fileURLWithPath: bodyFile))) ?? Data())
+}
+
+/// Sends raw bytes and returns everything the server sent until it closed (or the timeout).
+func rawHTTP(port: Int, _ request: String, timeout: Int = 5) throws -> String {
+    let fd = try TCP.connect(port: port, timeout: timeout)
+    defer { close(fd) }
+    try TCP.send(fd, request)
+    return TCP.read(fd, until: "\u{0}")
+}
+
+func statusLine(_ response: String) -> String {
+    // "\r\n" is one Character in Swift: split on the string, not on "\r".
+    response.components(separatedBy: "\r\n")[0]
+}
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct HTTPServiceTests {
+    func withWebHost(_ extra: [String] = [], _ body: (HostProcess, Int, WebRoot) async throws -> Void) async throws {
+        let root = try WebRoot()
+        defer { root.remove() }
+        try await withHost(["--web-root", root.url.path, "--set", "smtp.enabled=false"] + extra) { host in
+            let status = try await host.waitUntilRunning()
+            try await body(host, host.port(of: "http", in: status), root)
+        }
+    }
+
+    @Test func filesAreServedWithTypeLengthAndValidators() async throws {
+        try await withWebHost { _, port, root in
+            let get = try curl(["http://127.0.0.1:\(port)/hello.txt"])
+            #expect(get.status == 200)
+            #expect(get.body == Data("hello, web\n".utf8))
+            #expect(get.headers["content-type"] == "text/plain; charset=utf-8")
+            #expect(get.headers["content-length"] == "11")
+            #expect(get.headers["etag"]?.hasPrefix("\"") == true)
+            #expect(get.headers["last-modified"]?.hasSuffix(" GMT") == true)
+            #expect(try curl(["http://127.0.0.1:\(port)/style.css"]).headers["content-type"] == "text/css; charset=utf-8")
+            #expect(try curl(["http://127.0.0.1:\(port)/blob.unknownext"]).headers["content-type"] == "application/octet-stream")
+
+            let head = try curl(["-I", "http://127.0.0.1:\(port)/hello.txt"])
+            #expect(head.status == 200)
+            #expect(head.headers["content-length"] == "11")
+            #expect(head.headers["etag"] == get.headers["etag"])
+            // curl -I writes the headers as its output; over a raw socket the response must end with them.
+            let raw = try rawHTTP(port: port, "HEAD /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(raw.hasSuffix("\r\n\r\n"))
+            #expect(raw.contains("Content-Length: 11\r\n"))
+
+            let big = try curl(["http://127.0.0.1:\(port)/big.bin"])
+            #expect(big.status == 200)
+            #expect(big.body == root.big)
+        }
+    }
+
+    @Test func otherMethodsGet405WithAllow() async throws {
+        try await withWebHost { _, port, _ in
+            for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+                let response = try curl(["-X", method, "http://127.0.0.1:\(port)/hello.txt"])
+                #expect(response.status == 405, "\(method)")
+                #expect(response.headers["allow"] == "GET, HEAD")
+            }
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrderAndConnectionCloseIsHonoured() async throws {
+        try await withWebHost { _, port, _ in
+            let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /style.css HTTP/1.1\r\nHost: t\r\n\r\nGET /docs/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            let bodies = ["hello, web\n", "body{}\n", "<h1>docs</h1>\n"]
+            var position = response.startIndex
+            for body in bodies {
+                let found = try #require(response.range(of: body, range: position..<response.endIndex), "\(body) in order")
+                position = found.upperBound
+            }
+            #expect(response.components(separatedBy: "HTTP/1.1 200 OK").count == 4)
+            #expect(response.contains("Connection: close"))
+            // HTTP/1.0 without keep-alive: answered in 1.0 and closed.
+            let old = try rawHTTP(port: port, "GET /hello.txt HTTP/1.0\r\n\r\n")
+            #expect(statusLine(old) == "HTTP/1.0 200 OK")
+            #expect(old.hasSuffix("hello, web\n"))
+        }
+    }
+
+    @Test func conditionalAndRangeRequests() async throws {
+        try await withWebHost { _, port, root in
+            let url = "http://127.0.0.1:\(port)/big.bin"
+            let first = try curl([url, "-r", "0-0"])
+            let etag = try #require(first.headers["etag"])
+            #expect(try curl(["-H", "If-None-Match: \(etag)", url]).status == 304)
+            #expect(try curl(["-H", "If-None-Match: W/\(etag)", url]).status == 304)
+            #expect(try curl(["-H", "If-None-Match: \"other\"", url]).status == 200)
+            #expect(try curl(["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT", url]).status == 304)
+            #expect(try curl(["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT", "-r", "0-0", url]).status == 206)
+
+            let part = try curl(["-r", "100-199", url])
+            #expect(part.status == 206)
+            #expect(part.headers["content-range"] == "bytes 100-199/\(root.big.count)")
+            #expect(part.body == root.big[100..<200])
+            let suffix = try curl(["-r", "-10", url])
+            #expect(suffix.body == root.big.suffix(10))
+            let unsatisfiable = try curl(["-r", "\(root.big.count)-", url])
+            #expect(unsatisfiable.status == 416)
+            #expect(unsatisfiable.headers["content-range"] == "bytes */\(root.big.count)")
+            // Several ranges: the whole file (allowed by RFC 9110 §14.2).
+            #expect(try curl(["-r", "0-1,5-6", url]).status == 200)
+            // If-Range with a stale validator: the whole file.
+            #expect(try curl(["-r", "0-1", "-H", "If-Range: \"stale\"", url]).status == 200)
+        }
+    }
+
+    @Test func directoriesServeTheirIndexOrNothing() async throws {
+        try await withWebHost { _, port, _ in
+            #expect(try curl(["http://127.0.0.1:\(port)/docs/"]).body == Data("<h1>docs</h1>\n".utf8))
+            let redirect = try curl(["http://127.0.0.1:\(port)/docs"])
+            #expect(redirect.status == 301)
+            #expect(redirect.headers["location"] == "/docs/")
+            #expect(try curl(["http://127.0.0.1:\(port)/empty/"]).status == 404)
+            #expect(try curl(["http://127.0.0.1:\(port)/missing.txt"]).status == 404)
+            let root = try curl(["http://127.0.0.1:\(port)/"])
+            #expect(root.status == 404, "no index.html at the root of this web root, and no listing")
+        }
+    }
+
+    @Test func nothingOutsideTheWebRootIsEverServed() async throws {
+        try await withWebHost { _, port, _ in
+            let attempts = [
+                "/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/%2E%2E/%2E%2E/etc/passwd",
+                "/..%2f..%2f..%2fetc%2fpasswd", "/%2fetc%2fpasswd", "/docs/..%5c..%5cetc%5cpasswd",
+                "/docs/..\\..\\..\\etc\\passwd", "/outside", "/etc/passwd", "/hello.txt%00.html", "/%252e%252e/etc/passwd",
+                "/docs/../../etc/passwd", "/./../etc/passwd",
+            ]
+            for path in attempts {
+                let response = try rawHTTP(port: port, "GET \(path) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                let status = statusLine(response)
+                #expect(status == "HTTP/1.1 404 Not Found" || status == "HTTP/1.1 400 Bad Request", "\(path): \(status)")
+                #expect(!response.contains("root:"), "\(path) leaked /etc/passwd")
+            }
+            #expect(statusLine(try rawHTTP(port: port, "GET /%zz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 400 Bad Request")
+            // Inside the root, a path with dots that stays inside works.
+            #expect(statusLine(try rawHTTP(port: port, "GET /docs/../hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found")
+        }
+    }
+
+    @Test func limitsAnswerWithTheirStatus() async throws {
+        try await withWebHost(["--set", "http.max-body-size=1000", "--set", "http.max-headers=20"]) { _, port, _ in
+            let longLine = "GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\nHost: t\r\n\r\n"
+            #expect(statusLine(try rawHTTP(port: port, longLine)) == "HTTP/1.1 414 URI Too Long")
+            let hugeLine = "GET /" + String(repeating: "a", count: 100_000) + " HTTP/1.1\r\nHost: t\r\n\r\n"
+            #expect(statusLine(try rawHTTP(port: port, hugeLine)) == "HTTP/1.1 414 URI Too Long")
+            let bigHeader = "GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + String(repeating: "b", count: 40_000) + "\r\n\r\n"
+            #expect(statusLine(try rawHTTP(port: port, bigHeader)) == "HTTP/1.1 431 Request Header Fields Too Large")
+            let manyHeaders = "GET / HTTP/1.1\r\n" + (0..<30).map { "X-H\($0): v\r\n" }.joined() + "\r\n"
+            #expect(statusLine(try rawHTTP(port: port, manyHeaders)) == "HTTP/1.1 431 Request Header Fields Too Large")
+            #expect(statusLine(try rawHTTP(port: port, "BLAH\r\n\r\n")) == "HTTP/1.1 400 Bad Request")
+            #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")) == "HTTP/1.1 413 Payload Too Large")
+            // A small body on GET is read and discarded; the connection goes on.
+            let withBody = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcdeGET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(withBody.components(separatedBy: "HTTP/1.1 200 OK").count == 3)
+            #expect(withBody.hasSuffix("body{}\n"))
+        }
+    }
+
+    @Test func slowAndIdleClientsAreCutOffAndConnectionsAreLimited() async throws {
+        try await withWebHost(["--set", "http.header-timeout=1", "--set", "http.keepalive-timeout=2", "--set", "http.max-connections=2"]) { _, port, _ in
+            // A head that never ends: 408 after the head timeout, then closed.
+            let slow = try TCP.connect(port: port)
+            try TCP.send(slow, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n")
+            let started = ContinuousClock.now
+            let answer = TCP.read(slow, until: "\u{0}")
+            close(slow)
+            #expect(statusLine(answer) == "HTTP/1.1 408 Request Timeout")
+            #expect(ContinuousClock.now - started < .seconds(5))
+            // An idle keep-alive connection is closed quietly.
+            let idle = try TCP.connect(port: port)
+            try TCP.send(idle, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            let idleAnswer = TCP.read(idle, until: "\u{0}")
+            close(idle)
+            #expect(statusLine(idleAnswer) == "HTTP/1.1 200 OK")
+            #expect(idleAnswer.hasSuffix("hello, web\n"), "closed after the response, nothing else sent")
+            // Two connections held open: the third is refused with 503.
+            let first = try TCP.connect(port: port)
+            let second = try TCP.connect(port: port)
+            defer {
+                close(first)
+                close(second)
+            }
+            let third = try await eventually("a third connection to be refused", timeout: .seconds(5)) { () -> String? in
+                let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+                return statusLine(response) == "HTTP/1.1 503 Service Unavailable" ? response : nil
+            }
+            #expect(third.contains("Retry-After"))
+        }
+    }
+
+    @Test func accessLogUsesTheCombinedFormat() async throws {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("access-\(UUID().uuidString.prefix(8)).log")
+        defer { try? FileManager.default.removeItem(at: log) }
+        try await withWebHost(["--set", "http.access-log=\(log.path)"]) { host, port, _ in
+            _ = try curl(["-A", "test-agent/1", "-e", "http://ref.test/", "http://127.0.0.1:\(port)/hello.txt"])
+            _ = try curl(["http://127.0.0.1:\(port)/missing"])
+            // The log is written in blocks; stopping the instance flushes it.
+            #expect(try host.ctl(["stop", "http"]).status == 0)
+            let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == 2)
+            let pattern = #/^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /hello\.txt HTTP/1\.1" 200 11 "http://ref\.test/" "test-agent/1"$/#
+            #expect(lines[0].wholeMatch(of: pattern) != nil, "\(lines[0])")
+            #expect(lines[1].contains("\"GET /missing HTTP/1.1\" 404 "))
+        }
+    }
+}
