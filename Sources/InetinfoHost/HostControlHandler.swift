@@ -79,7 +79,7 @@ struct HostControlHandler: ControlHandler {
             throw HandlerError("fault injection is disabled on this host; start inetinfo with --enable-fault-injection to allow crash")
         }
         guard let fault = Fault(rawValue: mode) else {
-            throw HandlerError("unknown crash mode '\(mode)' (use throw, hang or trap)")
+            throw HandlerError("unknown crash mode '\(mode)' (use \(Fault.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         if service == "host" {
             logger.critical("crash of the host requested", metadata: ["mode": "\(mode)"])
@@ -97,7 +97,7 @@ struct HostControlHandler: ControlHandler {
                     fatalError("injected fault: host trap")
                 }
                 return .done("host trapping: the process dies")
-            case .throw:
+            case .throw, .stall, .listener, .slowStart:
                 throw HandlerError("crash host supports --mode hang or trap")
             }
         }

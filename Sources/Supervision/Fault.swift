@@ -2,8 +2,17 @@
 public enum Fault: String, Sendable, Codable, CaseIterable {
     /// The instance reports an error: a failure the supervisor contains.
     case `throw`
-    /// Every event loop of the instance blocks forever: detected by the liveness ping.
+    /// Every event loop of the instance blocks forever: detected by the liveness ping; the instance is
+    /// abandoned (its threads stay blocked) and replaced.
     case hang
+    /// Every event loop blocks for three liveness timeouts, then goes on: detected and replaced like a
+    /// hang, after which the abandoned instance finishes tearing itself down (a thread stuck in a slow
+    /// system call, say). Leaves nothing behind, so it suits long chaos runs.
+    case stall
+    /// The instance's listening channels close under it ("a listener that died").
+    case listener
+    /// The instance fails, and its replacement reports ready only after its startup timeout has passed.
+    case slowStart = "slow-start"
     /// The instance traps (`fatalError`): the whole process dies; only systemd can recover it.
     case trap
 }

@@ -30,24 +30,28 @@ public final class InstanceContext: Sendable {
         var waiters: [CheckedContinuation<Void, any Error>] = []
         var forcedStopHandlers: [@Sendable () -> Void] = []
         var forced = false
+        var closeListeners: (@Sendable () -> Void)?
     }
 
     // Guards everything above: the context is touched from the supervisor, the instance's task and
     // the instance's event loops.
     private let state = NIOLockedValueBox(State())
     private let events: @Sendable (InstanceEvent) -> Void
+    /// Set by fault injection (`slow-start`): the ready report reaches the supervisor only this late.
+    let readinessDelay: Duration?
 
     enum InstanceEvent: Sendable {
         case ready(service: String, number: Int)
         case failed(service: String, number: Int, InstanceFailure)
     }
 
-    init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
+    init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger, readinessDelay: Duration? = nil,
          events: @escaping @Sendable (InstanceEvent) -> Void) {
         self.service = service
         self.number = number
         self.sockets = sockets
         self.logger = logger
+        self.readinessDelay = readinessDelay
         self.events = events
     }
 
@@ -66,7 +70,21 @@ public final class InstanceContext: Sendable {
             state.eventLoops = eventLoops
             return !state.readyReported
         }
-        if first { events(.ready(service: service, number: number)) }
+        guard first else { return }
+        if let readinessDelay {
+            let (service, number, events) = (service, number, events)
+            Task {
+                try? await Task.sleep(for: readinessDelay)
+                events(.ready(service: service, number: number))
+            }
+        } else {
+            events(.ready(service: service, number: number))
+        }
+    }
+
+    /// Registers how the instance's listening channels are closed (fault injection of a dead listener).
+    public func onListenerFault(_ closeListeners: @escaping @Sendable () -> Void) {
+        state.withLockedValue { $0.closeListeners = closeListeners }
     }
 
     /// Waits until the supervisor asks the instance to stop (returns) or the instance reported a
@@ -120,6 +138,13 @@ public final class InstanceContext: Sendable {
     // MARK: called by the supervisor
 
     var hasEventLoops: Bool { state.withLockedValue { !$0.eventLoops.isEmpty } }
+
+    /// Closes the instance's listeners as if they had died; `false` if it registered no way to.
+    func closeListeners() -> Bool {
+        guard let close = state.withLockedValue({ $0.closeListeners }) else { return false }
+        close()
+        return true
+    }
 
     /// Runs `body` with the instance's event loops, holding the lock so that they cannot be shut down
     /// meanwhile (scheduling work on a loop that has shut down is an error).

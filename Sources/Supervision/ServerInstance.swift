@@ -51,6 +51,11 @@ public enum ServerInstance {
                 connections.closeAll()
             }
         }
+        context.onListenerFault {
+            loopsRunning.withLockedValue { running in
+                if running { servers.forEach { $0.close(promise: nil) } }
+            }
+        }
         for (listener, socket) in zip(listeners, context.sockets) {
             listener.closeFuture.whenComplete { _ in
                 if !context.isStopRequested {

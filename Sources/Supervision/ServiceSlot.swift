@@ -32,6 +32,8 @@ final class ServiceSlot {
     var backoff: RestartBackoff
     var intensity: RestartIntensity
     var pendingRestart: Task<Void, Never>?
+    /// Fault injection: the next instance reports ready only after its startup timeout.
+    var nextInstanceIsSlow = false
 
     init(_ registration: ServiceRegistration) {
         service = registration.service
@@ -57,5 +59,13 @@ enum FaultActions {
     /// What a hung thread does: never return. The thread is lost; see ``SupervisorHealth``.
     static func blockForever() -> Never {
         while true { sleep(3600) }
+    }
+
+    /// A transient hang: the thread is stuck, then comes back.
+    static func block(for duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 { request = remaining }
     }
 }

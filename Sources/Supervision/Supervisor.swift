@@ -161,6 +161,18 @@ public actor Supervisor: Service {
             instance.context.withLiveEventLoops { eventLoops in
                 for eventLoop in eventLoops { eventLoop.execute { FaultActions.blockForever() } }
             }
+        case .stall:
+            let duration = slot.settings.livenessTimeout * 3
+            instance.context.withLiveEventLoops { eventLoops in
+                for eventLoop in eventLoops { eventLoop.execute { FaultActions.block(for: duration) } }
+            }
+        case .listener:
+            guard instance.context.closeListeners() else {
+                throw SupervisorError.unsupportedFault(name, fault: fault)
+            }
+        case .slowStart:
+            slot.nextInstanceIsSlow = true
+            instance.context.fail(InstanceFailure("injected fault: slow-start"))
         case .trap:
             let number = instance.context.number
             instance.context.withLiveEventLoops { eventLoops in
@@ -206,10 +218,13 @@ public actor Supervisor: Service {
         slot.pendingRestart = nil
         slot.instanceNumber += 1
         let number = slot.instanceNumber
+        let slow = slot.nextInstanceIsSlow
+        slot.nextInstanceIsSlow = false
         var instanceLogger = logger
         instanceLogger[metadataKey: "service"] = "\(name)"
         instanceLogger[metadataKey: "instance"] = "\(number)"
-        let context = InstanceContext(service: name, number: number, sockets: slot.sockets, logger: instanceLogger) {
+        let context = InstanceContext(service: name, number: number, sockets: slot.sockets, logger: instanceLogger,
+                                      readinessDelay: slow ? slot.settings.startupTimeout + .seconds(1) : nil) {
             [weak self] event in
             Task { await self?.handle(event) }
         }
@@ -353,6 +368,16 @@ public actor Supervisor: Service {
             "service": "\(name)", "instance": "\(instance.context.number)",
             "abandoned": "\(health.abandonedInstances)",
         ])
+        // Should its threads come back after all, it tears itself down (its stop was forced) and no
+        // longer counts against the watchdog.
+        let health = self.health
+        let logger = self.logger
+        let number = instance.context.number
+        Task {
+            await instance.task.value
+            health.abandonedEnded()
+            logger.notice("abandoned instance ended after all", metadata: ["service": "\(name)", "instance": "\(number)"])
+        }
     }
 
     /// Graceful stop, then forced after `timeout`, then abandoned after one more second.
@@ -361,7 +386,7 @@ public actor Supervisor: Service {
         if await Self.waitForEnd(of: instance.task, timeout: timeout) { return true }
         instance.context.forceStop()
         if await Self.waitForEnd(of: instance.task, timeout: .seconds(1)) { return true }
-        health.recordAbandoned()
+        abandon(instance, of: instance.context.service)
         return false
     }
 

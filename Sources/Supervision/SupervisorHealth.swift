@@ -22,9 +22,11 @@ public final class SupervisorHealth: Sendable {
 
     func tick() { state.withLockedValue { $0.lastTick = .now() } }
     func recordAbandoned() { state.withLockedValue { $0.abandoned += 1 } }
+    /// An abandoned instance ended after all (its threads came back): it no longer counts.
+    func abandonedEnded() { state.withLockedValue { $0.abandoned -= 1 } }
     func setMaxAbandoned(_ limit: Int) { state.withLockedValue { $0.maxAbandoned = limit } }
 
-    /// Instances given up on because they did not stop.
+    /// Instances given up on because they did not stop, and still not ended.
     public var abandonedInstances: Int { state.withLockedValue { $0.abandoned } }
 
     /// Why the supervisor is not healthy, or `nil` when it is.

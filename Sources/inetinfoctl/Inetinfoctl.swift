@@ -94,10 +94,11 @@ struct Crash: ParsableCommand {
         discussion: "SERVICE is a service name, or `host` (modes hang and trap) to break the host itself.")
     @OptionGroup var socket: SocketOption
     @Argument var service: String
-    @Option(help: "throw, hang or trap.") var mode: String = "throw"
+    static let modes = ["throw", "hang", "stall", "listener", "slow-start", "trap"]
+    @Option(help: "throw, hang, stall, listener, slow-start or trap (see docs/control.md).") var mode: String = "throw"
 
     func validate() throws {
-        guard ["throw", "hang", "trap"].contains(mode) else { throw ValidationError("--mode must be throw, hang or trap") }
+        guard Self.modes.contains(mode) else { throw ValidationError("--mode must be one of \(Self.modes.joined(separator: ", "))") }
     }
 
     func run() throws { try perform(ControlRequest(command: .crash, service: service, mode: mode), socket: socket) }

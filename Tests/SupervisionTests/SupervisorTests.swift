@@ -188,4 +188,47 @@ import Testing
         await #expect(throws: SupervisorError.self) { try await harness.supervisor.startService("nope") }
         await harness.stop()
     }
+
+    @Test func stalledInstanceIsReplacedAndNoLongerCountsOnceItsThreadsComeBack() async throws {
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), .fast())], withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        try await harness.supervisor.inject(.stall, into: "echo")
+        let hung = try await harness.waitForState("echo", .backoff, instance: 1)
+        #expect(hung.reason.hasPrefix("hung:"))
+        try await harness.waitForState("echo", .running, instance: 2)
+        #expect(harness.supervisor.health.abandonedInstances == 1)
+        // The stall lasts three liveness timeouts (600 ms); then the old instance ends itself.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while harness.supervisor.health.abandonedInstances > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(harness.supervisor.health.abandonedInstances == 0)
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        #expect(try LineClient.exchange(port: port, line: "x") == "2:x")
+        await harness.stop()
+    }
+
+    @Test func aListenerThatDiesFailsTheInstance() async throws {
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), .fast())], withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        try await harness.supervisor.inject(.listener, into: "echo")
+        let failed = try await harness.waitForState("echo", .backoff, instance: 1)
+        #expect(failed.reason.hasPrefix("listener on 127.0.0.1:"))
+        try await harness.waitForState("echo", .running, instance: 2)
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        #expect(try LineClient.exchange(port: port, line: "y") == "2:y")
+        await harness.stop()
+    }
+
+    @Test func slowStartMakesTheReplacementMissItsStartupTimeout() async throws {
+        let settings = SupervisionSettings.fast { $0.startupTimeout = .milliseconds(200) }
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), settings)], withSockets: true)
+        try await harness.waitForState("echo", .running, instance: 1)
+        try await harness.supervisor.inject(.slowStart, into: "echo")
+        let slow = try await harness.waitForState("echo", .backoff, instance: 2)
+        #expect(slow.reason.hasPrefix("startup timeout: not ready after 200 ms"))
+        try await harness.waitForState("echo", .running, instance: 3)
+        #expect(try await harness.supervisor.snapshot(of: "echo").restarts == 2)
+        await harness.stop()
+    }
 }
