@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "inetinfo", targets: ["inetinfo"]),
         .executable(name: "inetinfoctl", targets: ["inetinfoctl"]),
         .library(name: "Supervision", targets: ["Supervision"]),
+        .library(name: "InetinfoTestKit", targets: ["InetinfoTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -81,6 +82,13 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
+        .target(
+            name: "InetinfoTestKit",
+            dependencies: [
+                "InetinfoHost", "HostControl",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "inetinfo",
             dependencies: [
@@ -131,7 +139,8 @@ let package = Package(
         .testTarget(
             name: "InetinfoTests",
             dependencies: [
-                "InetinfoHost", "HostControl", "Systemd",
+                "InetinfoHost", "HostControl", "Systemd", "InetinfoTestKit",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
     ],

@@ -13,6 +13,7 @@
 #                         ours-tN: inetinfo with http.threads=N, access log off (N=2 is the default here: one
 #                         per core); ours-t2-log: access log to a file; nginx-1 / nginx-auto: worker_processes
 #                         1 / auto, access_log off; nginx-1-log: access_log to a file (buffered, as ours is)
+#   WARMUP [2]            seconds of wrk per server and file before measuring (0: none)
 #   MAX_SECONDS [900]     measuring stops starting new rounds after this (the build is not counted)
 #   SKIP_BUILD [0]        1: use the existing .build-httpbench/release/inetinfo
 #   KEEP_TMP [0]          1: keep the temporary folder (configs, logs, raw wrk output)
@@ -29,6 +30,7 @@ THREADS=${THREADS:-2}
 CONNS=${CONNS:-64}
 FILES=${FILES:-"1k 1m"}
 TARGETS=${TARGETS:-"ours-t2 ours-t1 nginx-1 nginx-auto ours-t2-log nginx-1-log"}
+WARMUP=${WARMUP:-2}
 MAX_SECONDS=${MAX_SECONDS:-900}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
@@ -230,12 +232,14 @@ measure() {  # round target file
     log "round $round $target /$file.bin: ${rps:-FAILED} req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $sockerr, CPU server ${server_cpu}% wrk ${wrk_cpu}%"
 }
 
-# Warm-up: 2 s per server and file (page cache, nginx worker start-up, NIO's allocator).
-for target in $TARGETS; do
-    for file in $FILES; do
-        wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:${PORT[$target]}/$file.bin" >/dev/null 2>&1 || true
+# Warm-up per server and file (page cache, nginx worker start-up, NIO's allocator).
+if ((WARMUP > 0)); then
+    for target in $TARGETS; do
+        for file in $FILES; do
+            wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:${PORT[$target]}/$file.bin" >/dev/null 2>&1 || true
+        done
     done
-done
+fi
 
 read -r -a order <<<"$TARGETS"
 started=$SECONDS

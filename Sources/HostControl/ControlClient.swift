@@ -57,9 +57,11 @@ public struct ControlClient: Sendable {
         try data.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
                 if written < 0 {
                     if errno == EINTR { continue }
+                    // The host may have refused us (and said why) before reading the request: read on.
+                    if errno == EPIPE || errno == ECONNRESET { break }
                     throw ControlClientError.system("write to \(path)", errno: errno)
                 }
                 offset += written
@@ -81,7 +83,7 @@ public struct ControlClient: Sendable {
                 if try !onReply(reply) { return }
             }
             let count = read(fd, &chunk, chunk.count)
-            if count == 0 { return }
+            if count == 0 || (count < 0 && errno == ECONNRESET && buffer.isEmpty) { return }
             if count < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK { throw ControlClientError.timedOut(path: path, seconds: timeout) }

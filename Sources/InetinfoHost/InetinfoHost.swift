@@ -11,7 +11,7 @@ import UnixSignals
 /// notifications as one swift-service-lifecycle group (SIGTERM/SIGINT stop it gracefully, SIGHUP reloads).
 public enum InetinfoHost {
     /// Exit statuses of `inetinfo` (sysexits.h where one fits).
-    public enum ExitStatus: Int32 {
+    public enum ExitStatus: Int32, Sendable {
         case success = 0
         case failure = 1
         /// A service exceeded its restart intensity with `on-max-restarts = escalate`.
@@ -37,11 +37,23 @@ public enum InetinfoHost {
                               environment: ProcessInfo.processInfo.environment)
     }
 
+    /// A way to stop a host that runs without signal handling (in-process, in tests).
+    public struct Handle: Sendable {
+        let group: ServiceGroup
+        /// Stops the host gracefully, as SIGTERM does.
+        public func shutdown() async { await group.triggerGracefulShutdown() }
+    }
+
     /// Runs the host until it is stopped; returns the process exit status.
-    public static func run(options: HostOptions, configuration: HostConfiguration) async -> ExitStatus {
+    /// - Parameters:
+    ///   - handlesSignals: SIGTERM/SIGINT stop the host and SIGHUP reloads it; `false` for a host that
+    ///     runs inside another program, which stops it through the `started` handle instead.
+    ///   - started: called once the host is assembled, before it runs.
+    public static func run(options: HostOptions, configuration: HostConfiguration, handlesSignals: Bool = true,
+                           started: (@Sendable (Handle) -> Void)? = nil) async -> ExitStatus {
         let logger = Logger(label: "inetinfo")
         let notifier = SystemdNotifier()
-        let started = ContinuousClock.now
+        let startTime = ContinuousClock.now
         let environment = ProcessInfo.processInfo.environment
         let catalog = ServiceCatalog.entries
 
@@ -86,20 +98,24 @@ public enum InetinfoHost {
                                     startable: Set(sockets.keys), logger: logger)
         let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
                                          faultInjection: configuration.faultInjection, watchdogUsec: watchdogUsec,
-                                         started: started, logger: logger)
+                                         started: startTime, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,
                   failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: ControlService(server: control, handler: handler)),
             .init(service: StatusReporter(supervisor: supervisor, notifier: notifier, logger: logger)),
-            .init(service: ReloadSignalListener(reloader: reloader, logger: logger)),
         ]
+        if handlesSignals {
+            services.append(.init(service: ReloadSignalListener(reloader: reloader, logger: logger)))
+        }
         if let watchdogUsec {
             services.append(.init(service: WatchdogPinger(intervalMicroseconds: watchdogUsec, health: supervisor.health,
                                                           notifier: notifier, logger: logger)))
         }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+        let group = ServiceGroup(configuration: .init(services: services,
+                                                      gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [],
                                                       logger: logger))
+        started?(Handle(group: group))
         defer { sockets.values.joined().forEach { $0.close() } }
         do {
             try await group.run()

@@ -1,4 +1,5 @@
 import Foundation
+import InetinfoTestKit
 import Testing
 
 /// A web root for the tests: small and large files, a directory with and without index.html, and a
@@ -62,7 +63,7 @@ func statusLine(_ response: String) -> String {
 }
 
 @Suite(.serialized, .timeLimit(.minutes(2))) struct HTTPServiceTests {
-    func withWebHost(_ extra: [String] = [], _ body: (HostProcess, Int, WebRoot) async throws -> Void) async throws {
+    func withWebHost(_ extra: [String] = [], _ body: (TestHost, Int, WebRoot) async throws -> Void) async throws {
         let root = try WebRoot()
         defer { root.remove() }
         try await withHost(["--web-root", root.url.path, "--set", "smtp.enabled=false"] + extra) { host in

@@ -1,5 +1,6 @@
 import Foundation
 import HostControl
+import InetinfoTestKit
 import Testing
 
 /// The built `inetinfo` driven by the built `inetinfoctl`, over the real control socket.
@@ -124,7 +125,7 @@ import Testing
     }
 
     @Test func inetinfoctlSaysWhatToDoWhenNoHostListens() throws {
-        let result = try CommandResult.run(HostProcess.inetinfoctl, ["status", "--socket", "/tmp/no-such-inetinfo.sock"])
+        let result = try CommandResult.run(TestHost.inetinfoctl, ["status", "--socket", "/tmp/no-such-inetinfo.sock"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("no host is listening on /tmp/no-such-inetinfo.sock — is inetinfo running?"))
     }
@@ -150,7 +151,9 @@ import Testing
     @Test func aSecondHostOnTheSameControlSocketIsRefused() async throws {
         try await withHost { host in
         _ = try await host.waitUntilRunning()
-        let second = try HostProcess(["--control-socket", host.socketPath])
+        var configuration = TestHost.Configuration()
+            configuration.arguments = ["--control-socket", host.socketPath]
+            let second = try TestHost.launch(configuration)
         let (status, _) = try await second.waitForExit()
         #expect(status == 1)
         #expect(second.log.contains("another inetinfo host is already listening on \(host.socketPath)"))
@@ -159,23 +162,10 @@ import Testing
     }
 
     @Test func badConfigurationExitsWithStatus78AndNamesTheKey() async throws {
-        let host = try HostProcess(["--set", "supervisor.max-restarts=lots"])
-        let (status, _) = try await host.waitForExit()
-        #expect(status == 78)
-        #expect(host.log.contains("supervisor.max-restarts: 'lots' is not an integer"))
-        await host.stop()
+        try await withHost(["--set", "supervisor.max-restarts=lots"]) { host in
+            let (status, _) = try await host.waitForExit()
+            #expect(status == 78)
+            #expect(host.log.contains("supervisor.max-restarts: 'lots' is not an integer"))
+        }
     }
-}
-
-/// Runs `body` with a started host and always stops it (and removes its files) afterwards.
-func withHost(_ arguments: [String] = [], environment: [String: String] = [:],
-              _ body: (HostProcess) async throws -> Void) async throws {
-    let host = try HostProcess(arguments, environment: environment)
-    do {
-        try await body(host)
-    } catch {
-        await host.stop()
-        throw error
-    }
-    await host.stop()
 }

@@ -1,4 +1,5 @@
 import Foundation
+import InetinfoTestKit
 import NIOConcurrencyHelpers
 import Testing
 

@@ -1,75 +1,7 @@
 import Foundation
 import HostControl
+import InetinfoTestKit
 import Testing
-
-/// A blocking SMTP client over a real socket: sends raw bytes, reads complete (multi-line) replies.
-final class SMTPConnection {
-    let fd: Int32
-    private var buffer: [UInt8] = []
-
-    init(port: Int, timeout: Int = 10) throws {
-        fd = try TCP.connect(port: port, timeout: timeout)
-    }
-
-    deinit { close(fd) }
-
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
-
-    func send(_ bytes: [UInt8]) throws {
-        guard write(fd, bytes, bytes.count) == bytes.count else { throw TestError("write failed: \(String(cString: strerror(errno)))") }
-    }
-
-    /// The next reply, all its lines joined by "\n"; nil when the server closed the connection.
-    func reply() throws -> String? {
-        var lines: [String] = []
-        while true {
-            guard let line = try readLine() else { return lines.isEmpty ? nil : lines.joined(separator: "\n") }
-            lines.append(line)
-            let bytes = Array(line.utf8)
-            if bytes.count < 4 || bytes[3] == UInt8(ascii: " ") { return lines.joined(separator: "\n") }
-        }
-    }
-
-    func code() throws -> String? { try reply().map { String($0.prefix(3)) } }
-
-    /// Sends `text` and returns the code of each of the `count` replies it produces.
-    func exchange(_ text: String, replies count: Int = 1) throws -> [String] {
-        try send(text)
-        return try (0..<count).map { _ in try code() ?? "EOF" }
-    }
-
-    private func readLine() throws -> String? {
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            if let newline = buffer.firstIndex(of: 0x0A) {
-                var line = Array(buffer[..<newline])
-                buffer.removeSubrange(...newline)
-                if line.last == 0x0D { line.removeLast() }
-                return String(decoding: line, as: UTF8.self)
-            }
-            let count = read(fd, &chunk, chunk.count)
-            if count == 0 { return nil }
-            if count < 0 {
-                if errno == ECONNRESET { return nil }
-                throw TestError("read: \(String(cString: strerror(errno)))")
-            }
-            buffer += chunk[..<count]
-        }
-    }
-}
-
-extension HostProcess {
-    var mailRoot: URL { directory.appendingPathComponent("state/mail") }
-
-    /// Files in `new/` (or `tmp/`) of `user@domain`'s Maildir.
-    func maildir(_ address: String, _ sub: String = "new") -> [URL] {
-        let parts = address.split(separator: "@")
-        let folder = mailRoot.appendingPathComponent("\(parts[1])/\(parts[0])/\(sub)")
-        return ((try? FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)) ?? []).sorted { $0.path < $1.path }
-    }
-
-    func smtpPort() throws -> Int { port(of: "smtp", in: try status()) }
-}
 
 @Suite(.serialized, .timeLimit(.minutes(2))) struct SMTPServiceTests {
     @Test func aDataTransactionIsDeliveredDurablyWithAReceivedHeader() async throws {
