@@ -294,4 +294,6 @@ if "nginx-1" in targets:
 EOF
 echo
 cat "$TMP/server-errors.txt"
+echo "Response headers for /1k.bin:"
+sed -n '/^\[ours-t2\]/,/^$/p; /^\[nginx-1\]/,/^$/p' "$TMP/headers.txt"
 log "raw results: $RESULTS$([[ ${KEEP_TMP:-0} == 1 ]] && echo '' || echo ' (removed at exit; KEEP_TMP=1 keeps them)')"
