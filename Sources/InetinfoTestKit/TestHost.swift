@@ -35,6 +35,9 @@ public final class TestHost: @unchecked Sendable {
         public var settings: [String: String] = [:]
         /// More arguments for the binary (child process only).
         public var arguments: [String] = []
+        /// A command the binary is started through (child process only), e.g.
+        /// `["/usr/bin/prlimit", "--nofile=64:64", "--"]` to run the host with few file descriptors.
+        public var launcher: [String] = []
         public var environment: [String: String] = [:]
         /// An existing state directory to reuse (crash-consistency tests); a new temporary one when nil.
         public var stateDirectory: URL?
@@ -107,8 +110,14 @@ public final class TestHost: @unchecked Sendable {
         switch configuration.mode {
         case .childProcess(let binary):
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: try binary ?? Self.locateBinary())
-            process.arguments = arguments
+            let executable = try binary ?? Self.locateBinary()
+            if let launcher = configuration.launcher.first {
+                process.executableURL = URL(fileURLWithPath: launcher)
+                process.arguments = configuration.launcher.dropFirst() + [executable] + arguments
+            } else {
+                process.executableURL = URL(fileURLWithPath: executable)
+                process.arguments = arguments
+            }
             var environment = ProcessInfo.processInfo.environment
             for key in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "JOURNAL_STREAM"] {
                 environment.removeValue(forKey: key)

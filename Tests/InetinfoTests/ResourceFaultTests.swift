@@ -1,0 +1,81 @@
+import Foundation
+import HostControl
+import InetinfoTestKit
+import Testing
+
+/// Running out of disk space and of file descriptors: the host degrades with the right replies and
+/// recovers, without a crash and without a partial message.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct ResourceFaultTests {
+    @Test func aFullDiskGets452AndLeavesNoPartialMessage() async throws {
+        // A 3 MiB tmpfs as the state directory (the tests run as root, as CI does).
+        let mountPoint = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-fulldisk-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
+        let mount = try CommandResult.run("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", mountPoint.path])
+        try #require(mount.status == 0, "mount tmpfs: \(mount.stderr)")
+        defer {
+            _ = try? CommandResult.run("/bin/umount", [mountPoint.path])
+            try? FileManager.default.removeItem(at: mountPoint)
+        }
+        var configuration = TestHost.Configuration(settings: ["http.enabled": "false"])
+        configuration.stateDirectory = mountPoint
+        let host = try await TestHost.start(configuration)
+        defer { Task { await host.stop() } }
+        let smtp = try SMTPTestClient(port: try host.port(of: "smtp"))
+        #expect(try smtp.code() == "220")
+        #expect(try smtp.exchange("EHLO c\r\n") == ["250"])
+        var replies: [String] = []
+        var sent: [String: LoadClients.SentMessage] = [:]
+        for index in 0..<12 {
+            let id = "full-\(index)"
+            let content = LoadClients.message(id: id, size: 400_000)
+            let reply = try smtp.sendMessage(from: "a@remote.test", to: ["big@localhost"], content: content, useBDAT: index % 2 == 1) ?? "EOF"
+            replies.append(String(reply.prefix(9)))
+            sent[id] = LoadClients.SentMessage(recipient: "big@localhost", content: content, acknowledged: reply.hasPrefix("250"))
+        }
+        print("full disk replies: \(replies)")
+        #expect(replies.contains { $0.hasPrefix("250") }, "the first messages fit")
+        #expect(replies.contains("452 4.3.1"), "then the disk is full: \(replies)")
+        #expect(!replies.contains("EOF"), "the session survives")
+        // Whatever was acknowledged is whole; nothing partial is in new/, nothing is left in tmp/.
+        let audit = MailAudit(host: host, sent: sent)
+        #expect(audit.isClean, "\(audit)")
+        #expect(host.deliveredMessages(to: "big@localhost", folder: "tmp").isEmpty)
+        // Space freed: delivery works again, on the same session.
+        for message in host.deliveredMessages(to: "big@localhost") { unlink(message.path) }
+        let again = try smtp.sendMessage(from: "a@remote.test", to: ["big@localhost"], content: LoadClients.message(id: "after", size: 1000), useBDAT: false)
+        #expect(again?.hasPrefix("250") == true)
+        #expect(try host.service("smtp").instance == 1, "no failure, no restart")
+        await host.stop()
+    }
+
+    @Test func runningOutOfFileDescriptorsDegradesAndRecovers() async throws {
+        var configuration = TestHost.Configuration()
+        configuration.launcher = ["/usr/bin/prlimit", "--nofile=128:128", "--"]
+        let host = try await TestHost.start(configuration)
+        defer { Task { await host.stop() } }
+        let smtpPort = try host.port(of: "smtp")
+        let httpPort = try host.port(of: "http")
+        // Hold more connections than the host has descriptors for (the rest wait in the backlog).
+        var held: [Int32] = []
+        for _ in 0..<180 {
+            if let fd = try? TCPTestSocket.connect(port: smtpPort, timeoutSeconds: 1) { held.append(fd) }
+        }
+        // A request while the host is out of descriptors may wait or fail; it must bring nothing down.
+        _ = try? TCPTestSocket.httpGet(port: httpPort)
+        // Degraded: some sessions got their greeting, the rest wait in the backlog; nothing crashed.
+        #expect(host.isRunning)
+        for fd in held { close(fd) }
+        // Recovered: new sessions and requests are served, by the same instances.
+        let greeting = try await Deadline.eventually("an SMTP greeting after the descriptors were freed", timeout: .seconds(20)) { () -> String? in
+            let client = try SMTPTestClient(port: smtpPort, timeoutSeconds: 3)
+            return try client.reply()
+        }
+        #expect(greeting.hasPrefix("220"))
+        let response = try await Deadline.eventually("an HTTP response", timeout: .seconds(20)) { try TCPTestSocket.httpGet(port: httpPort) }
+        #expect(response.status == 200)
+        let status = try await host.waitUntilRunning()
+        print("descriptor exhaustion: \(held.count) connections held; afterwards smtp instance \(status.services[0].instance), http instance \(status.services[1].instance), restarts \(status.services.map(\.restarts))")
+        #expect(host.isRunning)
+        await host.stop()
+    }
+}
