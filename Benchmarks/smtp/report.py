@@ -14,6 +14,7 @@ import sys
 path, rounds, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rates = collections.defaultdict(list)
 cpu = collections.defaultdict(list)      # server CPU µs per message
+client_cpu = collections.defaultdict(list)  # load generator CPU µs per message
 other = collections.defaultdict(list)    # cores used by other processes
 loads = {"source": [], "bdat": []}
 for line in open(path):
@@ -23,6 +24,7 @@ for line in open(path):
     rates[key].append(float(rate))
     if len(fields) >= 10 and fields[7] and int(sent) > 0:
         cpu[key].append(int(fields[7]) * 10000 / int(sent))
+        client_cpu[key].append(int(fields[8]) * 10000 / int(sent))
         other[key].append(float(fields[9]))
     if load not in loads[kind]:
         loads[kind].append(load)
@@ -100,3 +102,12 @@ for kind in ("source", "bdat"):
             key = (kind, load, c)
             cells.append("%.0f (%.2f)" % (statistics.median(cpu[key]), max(other[key])) if cpu.get(key) else "–")
         print("| %s%s | " % (name(load), " BDAT" if kind == "bdat" else "") + " | ".join(cells) + " |")
+if loads["bdat"]:
+    print()
+    print("Load generator CPU per message in µs (median), smtp-source vs bdat_load.py (Python), against ours-discard:")
+    print()
+    print("| load | smtp-source | bdat_load.py |")
+    print("| --- | ---: | ---: |")
+    for load in loads["bdat"]:
+        a, b = client_cpu.get(("source", load, "ours-discard")), client_cpu.get(("bdat", load, "ours-discard"))
+        print("| %s | %s | %s |" % (name(load), "%.0f" % statistics.median(a) if a else "–", "%.0f" % statistics.median(b) if b else "–"))

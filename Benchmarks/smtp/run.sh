@@ -11,6 +11,7 @@
 #   TARGETS ["ours-maildir aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"]
 #   CASE_TIMEOUT [120]   seconds allowed to one case (the load generator is killed after it)
 #   SKIP_BUILD [0]       1: use the existing .build-bench/release/inetinfo
+#   QUIET_BUDGET [180]   seconds the run may wait, in all, for other processes to leave the CPU idle
 #   KEEP_TMP [0]         1: keep the temporary folder (logs, Maildirs, Postfix's maillog) for inspection
 #
 # Targets: ours-maildir = inetinfo, durable Maildir delivery; ours-discard = inetinfo with
@@ -270,6 +271,21 @@ postfix_drain() {   # dir sent start → prints seconds
     while (( $(count_files "$q/incoming") + $(count_files "$q/active") > 0 && $(date +%s) < deadline )); do sleep 0.05; done
 }
 
+# Before a case: if other processes keep the machine busy (a build, a test run), wait for it to calm down,
+# up to QUIET_BUDGET seconds over the whole run. The cores they use during the case are recorded anyway.
+QUIET_BUDGET=${QUIET_BUDGET:-180}
+quiet_waited=0
+wait_quiet() {
+    local before after busy
+    while :; do
+        before=$(machine_ticks); sleep 0.5; after=$(machine_ticks)
+        busy=$(( (after - before) * 2 ))          # hundredths of a core
+        (( busy <= 30 || quiet_waited >= QUIET_BUDGET )) && break
+        if (( quiet_waited % 10 == 0 )); then log "machine busy (${busy}% of a core used by others); waiting"; fi
+        sleep 1.5; quiet_waited=$((quiet_waited + 2))
+    done
+}
+
 # One case: LOAD (sessions:messages:octets) sent by KIND (source|bdat) to TARGET in ROUND.
 run_case() {   # round kind load target
     local round=$1 kind=$2 load=$3 target=$4
@@ -278,6 +294,7 @@ run_case() {   # round kind load target
     local local_part
     local_part=$(case_local_part "$round" "$kind" "$load")
     local out=$TMP/client.out err=$TMP/client.err cputime=$TMP/client.time rc=0
+    wait_quiet
     server_ticks "$target" >"$TMP/ticks.before"
     local machine_before start end
     machine_before=$(machine_ticks)
@@ -336,7 +353,7 @@ run_case() {   # round kind load target
 }
 
 # ---------------------------------------------------------------------------------------------- run
-log "machine: $(nproc) cores, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "machine: $(nproc) cores, kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg); inetinfo built $(date -r "$INETINFO" '+%F %T') in $ROOT ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 started=""
 for target in $TARGETS; do
     case $target in
@@ -367,6 +384,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 bench_seconds=$(( $(date +%s) - bench_start ))
+(( quiet_waited == 0 )) || log "waited ${quiet_waited}s in all for the machine to be quiet"
 
 # Anything our servers logged at warning level or above.
 for file in "${OURS_LOGS[@]}"; do

@@ -119,6 +119,8 @@ final class SMTPHandler: ChannelInboundHandler {
             case .simulatedFailure(let reason):
                 environment.logger.critical("MS02-012 replay: failing the SMTP service as in 2002", metadata: ["reason": "\(reason)"])
                 discardSpool()
+                // The replies to the commands before the fatal one go out first, as they did in 2002.
+                context.flush()
                 environment.fail(reason)
                 context.close(promise: nil)
             }

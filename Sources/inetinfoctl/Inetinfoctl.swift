@@ -9,6 +9,23 @@ struct Inetinfoctl: ParsableCommand {
         abstract: "Inspect and steer a running inetinfo host.",
         discussion: "Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error.",
         subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self])
+
+    /// `inetinfoctl [--socket PATH] COMMAND …`: the socket may come before the command, as in the
+    /// documented interface, so it is moved behind the command name before parsing.
+    static func main() {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var leading: [String] = []
+        while let first = arguments.first, first.hasPrefix("--socket") {
+            leading.append(arguments.removeFirst())
+            if first == "--socket", !arguments.isEmpty { leading.append(arguments.removeFirst()) }
+        }
+        if !leading.isEmpty, !arguments.isEmpty {
+            arguments.insert(contentsOf: leading, at: 1)
+        } else {
+            arguments = leading + arguments
+        }
+        main(arguments)
+    }
 }
 
 struct SocketOption: ParsableArguments {

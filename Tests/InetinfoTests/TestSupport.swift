@@ -44,7 +44,8 @@ extension TestHost {
     /// Runs `inetinfoctl --socket <ours> ARGS` (as `nobody` when asked).
     @discardableResult
     func ctl(_ arguments: [String], asNobody: Bool = false) throws -> CommandResult {
-        try CommandResult.run(Self.inetinfoctl, arguments.prefix(1) + ["--socket", controlSocket] + arguments.dropFirst(), asNobody: asNobody)
+        // The documented form: inetinfoctl [--socket PATH] COMMAND …
+        try CommandResult.run(Self.inetinfoctl, ["--socket", controlSocket] + arguments, asNobody: asNobody)
     }
 
     func port(of service: String, in status: HostStatus) -> Int {
