@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the host and its tests need; does nothing when they are present.
 set -euo pipefail
-packages=(libsystemd-dev pkg-config systemd util-linux curl)
+packages=(libsystemd-dev pkg-config systemd util-linux curl python3)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

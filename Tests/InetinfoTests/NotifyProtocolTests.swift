@@ -15,7 +15,10 @@ final class NotifyListener: Sendable {
     // Guards the messages received so far; written by the reader thread, read by the test.
     private let received = NIOLockedValueBox<[Message]>([])
 
-    init(directory: URL) throws {
+    /// Binds a datagram socket in a new temporary directory (removed by ``close()``).
+    init() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("notify.sock").path
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         fd = descriptor
@@ -57,15 +60,13 @@ final class NotifyListener: Sendable {
     func close() {
         shutdown(fd, Int32(SHUT_RDWR))
         Glibc.close(fd)
-        unlink(path)
+        try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent)
     }
 }
 
 @Suite(.serialized, .timeLimit(.minutes(2))) struct NotifyProtocolTests {
     @Test func readyWatchdogStatusAndWedgedPingsFollowTheSupervisor() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let notify = try NotifyListener(directory: directory)
+        let notify = try NotifyListener()
         defer { notify.close() }
         // WATCHDOG_USEC=400 ms: pings every 200 ms.
         try await withHost(["--enable-fault-injection"], environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"]) { host in
@@ -98,9 +99,7 @@ final class NotifyListener: Sendable {
     }
 
     @Test func stoppingIsSentOnSIGTERMAndTheHostExitsCleanly() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let notify = try NotifyListener(directory: directory)
+        let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
             _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
@@ -113,9 +112,7 @@ final class NotifyListener: Sendable {
     }
 
     @Test func reloadSendsReloadingWithMonotonicUsecThenReady() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("inetinfo-notify-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let notify = try NotifyListener(directory: directory)
+        let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
             _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
