@@ -34,7 +34,11 @@ public struct HTTPSettings: Sendable {
     public var maxBodySize: Int
     public var accessLog: AccessLog
 
-    public init(options: [String: String], hostName: String, services: [(String, Bool, [String])]) throws {
+    /// - Parameters:
+    ///   - renderDirectory: where the default web site is written, with this host's name and services
+    ///     filled in; nil serves the shipped template as it is.
+    public init(options: [String: String], hostName: String, services: [(String, Bool, [String])],
+                renderDirectory: String? = nil) throws {
         func option(_ key: String) -> String { options[key] ?? Self.defaultOptions[key]! }
         func positive(_ key: String) throws -> Int {
             guard let value = Int(option(key)), value > 0 else {
@@ -47,7 +51,8 @@ public struct HTTPSettings: Sendable {
             guard let bundled = Bundle.module.url(forResource: "DefaultWebRoot", withExtension: nil) else {
                 throw HTTPConfigurationError("the default web root is missing from the installation; set http.web-root")
             }
-            root = bundled.path
+            root = try renderDirectory.map { try Self.renderDefaultSite(from: bundled, into: $0, hostName: hostName, services: services) }
+                ?? bundled.path
         }
         guard let resolved = realpath(root, nil) else {
             throw HTTPConfigurationError("http.web-root: \(root): \(String(cString: strerror(errno)))")
@@ -70,6 +75,31 @@ public struct HTTPSettings: Sendable {
         case "log": accessLog = .log
         case let path: accessLog = .file(path)
         }
+    }
+}
+
+extension HTTPSettings {
+    /// Writes the default welcome page with the host's name and its services, so that it says which
+    /// host this is and what it runs (the IIS "default web site" of this project).
+    static func renderDefaultSite(from template: URL, into directory: String, hostName: String,
+                                  services: [(String, Bool, [String])]) throws -> String {
+        func escaped(_ text: String) -> String {
+            text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;")
+        }
+        let rows = services.map { name, enabled, listen in
+            "<tr><td>\(escaped(name))</td><td>\(enabled ? "enabled" : "disabled")</td><td>\(escaped(listen.joined(separator: ", ")))</td></tr>"
+        }.joined(separator: "\n")
+        do {
+            let page = try String(contentsOf: template.appendingPathComponent("index.html"), encoding: .utf8)
+                .replacingOccurrences(of: "{{host}}", with: escaped(hostName))
+                .replacingOccurrences(of: "{{services}}", with: rows)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try Data(page.utf8).write(to: URL(fileURLWithPath: directory).appendingPathComponent("index.html"), options: .atomic)
+        } catch {
+            throw HTTPConfigurationError("cannot write the default web site to \(directory): \(error.localizedDescription)")
+        }
+        return directory
     }
 }
 

@@ -12,7 +12,8 @@ public enum ServiceCatalog {
         },
         ServiceEntry(name: "http", defaultListen: "127.0.0.1:8080", options: HTTPSettings.defaultOptions) { context in
             let settings = try HTTPSettings(options: context.options, hostName: context.hostName,
-                                            services: context.services.map { ($0.name, $0.enabled, $0.listen) })
+                                            services: context.services.map { ($0.name, $0.enabled, $0.listen) },
+                                            renderDirectory: context.stateDirectory + "/www")
             return HTTPService(settings: settings, threads: context.threads)
         },
     ]

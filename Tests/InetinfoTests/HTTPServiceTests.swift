@@ -253,4 +253,17 @@ func statusLine(_ response: String) -> String {
             #expect(lines[1].contains("\"GET /missing HTTP/1.1\" 404 "))
         }
     }
+
+    @Test func theDefaultWebSiteSaysWhichHostThisIsAndWhatItRuns() async throws {
+        try await withHost { host in
+            let status = try await host.waitUntilRunning()
+            let page = try curl(["http://127.0.0.1:\(host.port(of: "http", in: status))/"])
+            #expect(page.status == 200)
+            let html = String(decoding: page.body, as: UTF8.self)
+            #expect(html.contains("<h1>Inetinfo for Linux on \(ProcessInfo.processInfo.hostName)</h1>"))
+            for service in status.services {
+                #expect(html.contains("<tr><td>\(service.name)</td><td>enabled</td><td>\(service.listen[0])</td></tr>"))
+            }
+        }
+    }
 }
