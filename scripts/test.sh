@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build --build-tests
-swift test --skip-build
+# Suites run one after another: several of them load both cores on purpose (chaos, kill -9 cycles),
+# and timing-sensitive checks must not share the machine with them.
+swift test --skip-build --no-parallel
 # The SMTP engine under libFuzzer + ASan for a bounded time, from the committed seed corpus.
 scripts/fuzz-smtp.sh "${FUZZ_SECONDS:-60}"

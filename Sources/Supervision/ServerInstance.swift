@@ -86,18 +86,28 @@ public enum ServerInstance {
 }
 
 /// The open connections of one instance.
+///
+/// Once the instance begins to stop, a connection that registers late (accepted just before the listener
+/// closed, its pipeline set up just after) is quiesced or closed as soon as it arrives, so that the
+/// instance never waits for a connection nobody told to finish.
 final class ConnectionSet: Sendable {
+    enum Phase { case serving, quiescing, closing }
+
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        var phase = Phase.serving
     }
 
-    // Guards the channel table and the waiters for it to empty; touched from every event loop.
+    // Guards the channel table, the phase and the waiters for the table to empty; touched from every event loop.
     private let state = NIOLockedValueBox(State())
 
     func insert(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
-        state.withLockedValue { $0.channels[id] = channel }
+        let phase = state.withLockedValue { state -> Phase in
+            state.channels[id] = channel
+            return state.phase
+        }
         channel.closeFuture.whenComplete { [self] _ in
             let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
                 state.channels.removeValue(forKey: id)
@@ -107,17 +117,28 @@ final class ConnectionSet: Sendable {
             }
             waiters.forEach { $0.resume() }
         }
+        switch phase {
+        case .serving: break
+        case .quiescing: channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        case .closing: channel.close(promise: nil)
+        }
     }
 
     func quiesceAll() {
-        let channels = state.withLockedValue { Array($0.channels.values) }
+        let channels = state.withLockedValue { state -> [any Channel] in
+            if state.phase == .serving { state.phase = .quiescing }
+            return Array(state.channels.values)
+        }
         for channel in channels {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
     }
 
     func closeAll() {
-        let channels = state.withLockedValue { Array($0.channels.values) }
+        let channels = state.withLockedValue { state -> [any Channel] in
+            state.phase = .closing
+            return Array(state.channels.values)
+        }
         for channel in channels { channel.close(promise: nil) }
     }
 
