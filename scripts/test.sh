@@ -7,5 +7,8 @@ swift build --build-tests
 # Suites run one after another: several of them load both cores on purpose (chaos, kill -9 cycles),
 # and timing-sensitive checks must not share the machine with them.
 swift test --skip-build --no-parallel
+# The systemd units: static checks, then the host under a real systemd booted in private namespaces.
+scripts/systemd/check-units.sh
+scripts/systemd/integration-test.sh
 # The SMTP engine under libFuzzer + ASan for a bounded time, from the committed seed corpus.
 scripts/fuzz-smtp.sh "${FUZZ_SECONDS:-60}"

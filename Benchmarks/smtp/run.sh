@@ -11,6 +11,7 @@
 #   TARGETS ["ours-maildir aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"]
 #   CASE_TIMEOUT [120]   seconds allowed to one case (the load generator is killed after it)
 #   SKIP_BUILD [0]       1: use the existing .build-bench/release/inetinfo
+#   RECENTLY_DELETED_WAIT [370]  seconds to wait after the previous run deleted its files (see below)
 #   QUIET_BUDGET [180]   seconds the run may wait, in all, for other processes to leave the CPU idle
 #   KEEP_TMP [0]         1: keep the temporary folder (logs, Maildirs, Postfix's maillog) for inspection
 #
@@ -24,8 +25,7 @@
 # (MAIL/RCPT/BDAT LAST in one write) against ours-maildir and ours-discard.
 #
 # Every case delivers to a recipient of its own (r<round>-<kind>-<load>@localhost), so to a fresh Maildir:
-# nothing is deleted while measuring. (This ext4 has no journal; it skips inodes freed in the last 60-300 s
-# when allocating, so mass deletions between cases made the next cases CPU-bound in the kernel.)
+# nothing is deleted while measuring (see RECENTLY_DELETED_WAIT below for why that matters here).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -62,16 +62,19 @@ fi
 INETINFO=$ROOT/.build-bench/release/inetinfo
 [[ -x $INETINFO ]] || { echo "missing $INETINFO" >&2; exit 1; }
 
-# This ext4 has no journal, and then it skips inodes freed in the last 60 s (300 s while their inode table
-# block is dirty) when it allocates new ones: right after a run's cleanup deleted its ~170000 files, every
-# file creation scans past them (find_inode_bit -> recently_deleted), and durable delivery becomes
-# CPU-bound in the kernel. So a run waits until the previous one's cleanup is 120 s old.
+# This ext4 has no journal, and then it skips inodes freed in the last 60 s (360 s while their inode table
+# block is dirty, which new files in the same block keep it) when it allocates new ones: after a run's
+# cleanup deleted its ~170000 files, every file creation scans past them (find_inode_bit ->
+# recently_deleted -> find_get_block_common), and durable delivery becomes CPU-bound in the kernel
+# (measured: 990 msg/s and 900 µs of CPU per message instead of ~4000 and ~330). So a run waits until the
+# previous run's cleanup is 370 s old. Other programs deleting many files on / distort the figures alike.
 CLEANED_STAMP=/tmp/smtp-bench.cleaned
+RECENTLY_DELETED_WAIT=${RECENTLY_DELETED_WAIT:-370}
 if [[ -e $CLEANED_STAMP ]]; then
     age=$(( $(date +%s) - $(stat -c %Y "$CLEANED_STAMP") ))
-    if (( age < 120 )); then
-        log "the previous run removed its files ${age}s ago; waiting $((120 - age))s for ext4 to stop skipping their inodes"
-        sleep $((120 - age))
+    if (( age < RECENTLY_DELETED_WAIT )); then
+        log "the previous run deleted its files ${age}s ago; waiting $((RECENTLY_DELETED_WAIT - age))s (ext4 skips recently freed inodes)"
+        sleep $((RECENTLY_DELETED_WAIT - age))
     fi
 fi
 

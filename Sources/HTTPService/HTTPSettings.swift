@@ -48,8 +48,8 @@ public struct HTTPSettings: Sendable {
         }
         var root = option("web-root")
         if root.isEmpty {
-            guard let bundled = Bundle.module.url(forResource: "DefaultWebRoot", withExtension: nil) else {
-                throw HTTPConfigurationError("the default web root is missing from the installation; set http.web-root")
+            guard let bundled = Self.defaultSiteTemplate() else {
+                throw HTTPConfigurationError("the default web site is missing from this installation (looked in \(Self.templateCandidates().map(\.path).joined(separator: ", "))); set http.web-root")
             }
             root = try renderDirectory.map { try Self.renderDefaultSite(from: bundled, into: $0, hostName: hostName, services: services) }
                 ?? bundled.path
@@ -79,6 +79,22 @@ public struct HTTPSettings: Sendable {
 }
 
 extension HTTPSettings {
+    /// Where the default web site's template may be: installed beside the binary
+    /// (`<prefix>/bin/inetinfo` → `<prefix>/share/inetinfo/www`), or the resource bundle SwiftPM puts next
+    /// to a built binary. `Bundle.module` is not used: it traps when the build tree is gone.
+    static func templateCandidates() -> [URL] {
+        let executable = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
+        let directory = executable.resolvingSymlinksInPath().deletingLastPathComponent()
+        return [
+            directory.deletingLastPathComponent().appendingPathComponent("share/inetinfo/www"),
+            directory.appendingPathComponent("inetinfo_HTTPService.resources/DefaultWebRoot"),
+        ]
+    }
+
+    static func defaultSiteTemplate() -> URL? {
+        templateCandidates().first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("index.html").path) }
+    }
+
     /// Writes the default welcome page with the host's name and its services, so that it says which
     /// host this is and what it runs (the IIS "default web site" of this project).
     static func renderDefaultSite(from template: URL, into directory: String, hostName: String,

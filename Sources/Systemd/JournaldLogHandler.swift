@@ -34,8 +34,12 @@ public struct JournaldLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        // The message carries the metadata too, so that `journalctl -p err` alone says which service
+        // failed and why; each key is also a field of its own for filtering (`journalctl SERVICE=smtp`).
+        let details = merged.sorted(by: { $0.key < $1.key }).map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         var fields = [
-            "MESSAGE=\(event.message)",
+            "MESSAGE=\(event.message)\(details.isEmpty ? "" : " " + details)",
             "PRIORITY=\(Self.priority(event.level))",
             "SYSLOG_IDENTIFIER=\(identifier)",
             "LOGGER=\(label)",
@@ -43,7 +47,6 @@ public struct JournaldLogHandler: LogHandler {
             "CODE_LINE=\(event.line)",
             "CODE_FUNC=\(event.function)",
         ]
-        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
             fields.append("\(Self.fieldName(key))=\(value)")
         }

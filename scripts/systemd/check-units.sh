@@ -26,7 +26,7 @@ work=$(harness_workdir)
 trap 'harness_teardown "$work"' EXIT
 trap 'exit 130' INT TERM
 
-cd "$repo"
+cd "$repo" || exit 1
 if [ "${SKIP_BUILD:-0}" = 1 ]; then install_flags=(--no-build); else install_flags=(); fi
 if ! timeout 3600 env DESTDIR="$work/root" PREFIX=/usr/local scripts/install.sh ${install_flags[@]+"${install_flags[@]}"} >"$work/install.log" 2>&1; then
     echo "FAIL: scripts/install.sh"; tail -40 "$work/install.log"; exit 1

@@ -192,13 +192,13 @@ harness_boot() {
 # Runs a command inside systemd's namespaces (pid, mount, uts, cgroup).
 harness_run() {
     local work=$1; shift
-    SYSTEMD_PAGER= SYSTEMD_COLORS=0 SYSTEMD_LESS= nsenter -t "$(cat "$work/systemd.pid")" -p -m -u -C -- "$@"
+    SYSTEMD_PAGER='' SYSTEMD_COLORS=0 SYSTEMD_LESS='' nsenter -t "$(cat "$work/systemd.pid")" -p -m -u -C -- "$@"
 }
 
 # Stops systemd, kills whatever is left by pid, removes the cgroup subtree, PrivateTmp leftovers and
 # WORK (kept when HARNESS_KEEP=1). Safe to call more than once and after a failed boot.
 harness_teardown() {
-    local work=$1 upid sdpid cg pid pids tries d
+    local work=$1 upid sdpid cg pid pids d
     [ -n "$work" ] && [ -d "$work" ] || return 0
     upid=$(cat "$work/unshare.pid" 2>/dev/null || true)
     sdpid=$(cat "$work/systemd.pid" 2>/dev/null || true)
@@ -207,20 +207,20 @@ harness_teardown() {
     if [ -n "$sdpid" ] && harness_pid_alive "$sdpid" && [ "$(cat "/proc/$sdpid/comm" 2>/dev/null)" = systemd ] \
         && [ "$(awk '/^PPid:/{print $2}' "/proc/$sdpid/status" 2>/dev/null)" = "$upid" ]; then
         timeout 10 nsenter -t "$sdpid" -p -m -u -C -- systemctl exit >/dev/null 2>&1 || true
-        for tries in $(seq 100); do harness_pid_alive "$sdpid" || break; sleep 0.1; done
+        for _ in $(seq 100); do harness_pid_alive "$sdpid" || break; sleep 0.1; done
         if harness_pid_alive "$sdpid"; then
             harness_log "systemd (pid $sdpid) did not exit within 10 s; killing it (and its pid namespace)"
             kill -KILL "$sdpid" 2>/dev/null || true
         fi
     fi
     if [ -n "$upid" ]; then
-        for tries in $(seq 100); do harness_pid_alive "$upid" || break; sleep 0.1; done
+        for _ in $(seq 100); do harness_pid_alive "$upid" || break; sleep 0.1; done
         harness_pid_alive "$upid" && kill -KILL "$upid" 2>/dev/null
         wait "$upid" 2>/dev/null || true
     fi
     if [ -n "$cg" ] && [ -d "$cg" ]; then
         # Anything still in our cgroup subtree was started by this harness.
-        for tries in $(seq 50); do
+        for _ in $(seq 50); do
             pids=$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
             [ -z "$pids" ] && break
             for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
