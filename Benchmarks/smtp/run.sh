@@ -4,6 +4,9 @@
 #
 #   Benchmarks/smtp/run.sh 2>&1 | tee /tmp/smtp-bench.log     # installs, builds, measures, prints tables
 #
+# Exits 1 if anything went wrong (a client error, a count mismatch, a warning in a server's log); the
+# problems are listed after the tables.
+#
 # Environment knobs (defaults in brackets):
 #   ROUNDS [3]           passes over every case; medians are reported
 #   LOADS  ["1:2000:1024 20:10000:4096 20:2000:102400"]   sessions:messages:body-octets for smtp-source
@@ -80,8 +83,8 @@ fi
 
 TMP=$(mktemp -d /tmp/smtp-bench.XXXXXX)
 chmod 755 "$TMP"               # Postfix's daemons (user postfix) and virtual(8) (user nobody) go through it
-# Orlov: each target's tree gets a block group of its own, away from inodes other targets (Postfix's queue
-# files) or earlier runs freed; ext4 without a journal skips recently freed inodes when allocating.
+# "Top directory" (Orlov): each target's tree gets a block group of its own, so that the queue files Postfix
+# creates and deletes for every message do not slow down the other targets' file creations (see above).
 chattr +T "$TMP" 2>/dev/null || true
 PIDS=()
 POSTFIX_STARTED=0
@@ -419,6 +422,7 @@ echo
 if [[ -s $PROBLEMS ]]; then
     echo "Problems seen:"
     sed 's/^/  - /' "$PROBLEMS"
+    exit 1
 else
     echo "Correctness: in every durable case new/ held exactly the messages the client saw accepted, tmp/ was empty;"
     echo "no warnings in inetinfo's logs or Postfix's maillog; every client run completed all its messages."
