@@ -9,8 +9,9 @@ public struct SMTPService: HostedService {
     public let name = "smtp"
     let settings: SMTPSettings
     let writer: MaildirWriter
-    /// Commits (fsync, link, directory fsync) run here, many at once, so that the journal of the file
-    /// system batches the fsyncs of concurrent sessions into few disk flushes (group commit).
+    /// Commits (fsync, link, directory fsync) run here, many at once: concurrent sessions' fsyncs are in
+    /// flight together (a journaling file system merges them into one commit; without a journal the device
+    /// still queues them together) instead of waiting behind each other on one thread.
     let commitPool: NIOThreadPool
     let sessions: ConnectionLimiter
     let names: MaildirNames

@@ -214,10 +214,11 @@ public struct SMTPSession: Sendable {
     }
 
     mutating func handle(command raw: [UInt8]) -> [Action] {
-        let text = String(decoding: raw, as: UTF8.self)
-        let verbEnd = text.firstIndex(of: " ") ?? text.endIndex
-        let verb = text[..<verbEnd].uppercased()
-        let argument = text[verbEnd...].trimmingSpaces()
+        // The verb is matched as upper-case ASCII without building intermediate strings: command parsing
+        // is the engine's hot path under load.
+        let space = raw.firstIndex(of: UInt8(ascii: " ")) ?? raw.endIndex
+        let verb = String(decoding: raw[..<space].lazy.map(Self.asciiUppercased), as: UTF8.self)
+        let argument = String(decoding: Self.trimmed(raw[space...]), as: UTF8.self)
 
         // RFC 3030 §2 / MS02-012: inside an open chunked transaction only BDAT, RSET, NOOP and QUIT.
         if transaction?.chunking == true, !["BDAT", "RSET", "NOOP", "QUIT"].contains(verb) {
@@ -499,21 +500,30 @@ public struct SMTPSession: Sendable {
             + [.reply("421 4.7.0 \(options.hostName) Too many errors, closing connection"), .close]
     }
 
+    static func asciiUppercased(_ byte: UInt8) -> UInt8 {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) ? byte - 32 : byte
+    }
+
+    /// `bytes` without leading and trailing spaces and tabs.
+    static func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        let isBlank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
+            return []
+        }
+        return bytes[first...last]
+    }
+
     /// Parses `FROM:<path> PARAM=VALUE …`; the null path `<>` is allowed (RFC 5321 §4.5.5).
     static func path(_ argument: String, keyword: String) -> (String, [String])? {
-        guard argument.uppercased().hasPrefix(keyword) else { return nil }
-        let rest = argument.dropFirst(keyword.count).trimmingSpaces()
+        let bytes = Array(argument.utf8)
+        let expected = Array(keyword.utf8)
+        guard bytes.count >= expected.count, zip(bytes, expected).allSatisfy({ asciiUppercased($0) == $1 }) else { return nil }
+        let rest = String(decoding: trimmed(bytes[expected.count...]), as: UTF8.self)
         guard rest.hasPrefix("<"), let close = rest.firstIndex(of: ">") else { return nil }
         let path = String(rest[rest.index(after: rest.startIndex)..<close])
         if path.contains(where: { $0 == " " || $0 == "<" }) { return nil }
         let parameters = rest[rest.index(after: close)...].split(separator: " ").map(String.init)
         return (path, parameters)
-    }
-}
-
-extension StringProtocol {
-    func trimmingSpaces() -> String {
-        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 }
 
