@@ -2,7 +2,8 @@
 # HTTP static-file benchmark (issue 4): requests per second and latency of inetinfo's HTTP service against
 # nginx, serving the same files, interleaved in one run. See docs/benchmarks.md, "HTTP static files (issue 4)".
 #
-#   Benchmarks/http/run.sh            # installs what it needs, builds, measures (~10-12 min), prints tables
+#   Benchmarks/http/run.sh            # installs what it needs, builds, measures (~7 min, plus 3-4 for a
+#                                     clean release build), prints tables
 #
 # Environment knobs (defaults in brackets):
 #   ROUNDS [3]            passes over every case; medians are reported
@@ -286,14 +287,14 @@ for target in $TARGETS; do
     done
 done >"$TMP/server-errors.txt" 2>/dev/null || true
 
-python3 - "$RESULTS" "$TARGETS" "$FILES" "$rounds_done" <<'EOF'
+python3 - "$RESULTS" "$TARGETS" "$FILES" "$rounds_done" "wrk -t$THREADS -c$CONNS -d${DURATION}s --latency" <<'EOF'
 import csv, statistics, sys
-path, targets, files, rounds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+path, targets, files, rounds, load = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
 rows = list(csv.DictReader(open(path), delimiter="\t"))
 def med(target, file, key):
     values = [float(r[key]) for r in rows if r["target"] == target and r["file"] == file]
     return statistics.median(values) if values else float("nan")
-print(f"\nMedians of {rounds} interleaved runs, wrk -t2 -c64 -d10s --latency (req/s; latency in ms; CPU in % of one core)\n")
+print(f"\nMedians of {rounds} interleaved runs, {load} (req/s; latency in ms; CPU in % of one core)\n")
 print("| server | file | req/s | p50 | p99 | server CPU | wrk CPU | other CPU | ours / nginx-1 | runs (req/s) |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 for file in files:
