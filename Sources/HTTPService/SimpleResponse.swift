@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOHTTP1
 
@@ -10,6 +11,7 @@ enum SimpleResponse {
         let hasBody = status.mayHaveResponseBody && request.method != .HEAD
         var headers = HTTPHeaders(extra)
         headers.add(name: "Server", value: "inetinfo")
+        headers.add(name: "Date", value: HTTPDate.format(seconds: time(nil)))
         if status.mayHaveResponseBody {
             headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
             headers.add(name: "Content-Length", value: String(text.utf8.count))

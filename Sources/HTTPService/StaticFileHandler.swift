@@ -12,6 +12,7 @@ final class StaticFileHandler: ChannelInboundHandler {
 
     private let root: String
     private var head: HTTPRequestHead?
+    private var date = HTTPDate.Cache()
 
     init(root: String) {
         self.root = root
@@ -53,6 +54,7 @@ final class StaticFileHandler: ChannelInboundHandler {
 
         var headers = HTTPHeaders()
         headers.add(name: "Server", value: "inetinfo")
+        headers.add(name: "Date", value: date.now())
         headers.add(name: "ETag", value: validators.etag)
         headers.add(name: "Last-Modified", value: HTTPDate.format(seconds: modified))
         headers.add(name: "Accept-Ranges", value: "bytes")
@@ -83,16 +85,33 @@ final class StaticFileHandler: ChannelInboundHandler {
         let keepAlive = request.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
-        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
         if request.method == .HEAD || range.isEmpty {
-            try? handle.close()
+            close(fd)
+        } else if range.count <= Self.inlineLimit, let content = Self.read(fd, range: range, allocator: context.channel.allocator) {
+            // Small content goes in the same write as the head: one segment on the wire instead of a
+            // write for the head and a sendfile(2) for the body.
+            close(fd)
+            context.write(wrapOutboundOut(.body(.byteBuffer(content))), promise: nil)
         } else {
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
             let region = FileRegion(fileHandle: handle, readerIndex: range.lowerBound, endIndex: range.upperBound)
             context.write(wrapOutboundOut(.body(.fileRegion(region)))).whenComplete { _ in
                 try? handle.close()
             }
         }
         SimpleResponse.end(request: request, keepAlive: keepAlive, context: context)
+    }
+
+    /// Content up to this size is read into memory and sent with the head; larger goes by sendfile(2).
+    static let inlineLimit = 64 * 1024
+
+    /// Reads `range` of a (page-cached, local) file; nil if it came up short, and sendfile is used instead.
+    private static func read(_ fd: Int32, range: Range<Int>, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        var buffer = allocator.buffer(capacity: range.count)
+        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: range.count) { bytes in
+            max(0, pread(fd, bytes.baseAddress, range.count, off_t(range.lowerBound)))
+        }
+        return count == range.count ? buffer : nil
     }
 }
 
@@ -165,6 +184,21 @@ extension Character {
 
 /// HTTP dates (RFC 9110 §5.6.7): IMF-fixdate out; IMF-fixdate, RFC 850 and asctime in.
 enum HTTPDate {
+    /// RFC 9110 §6.6.1: an origin server with a clock sends `Date`; formatted once a second per connection.
+    struct Cache {
+        private var second = 0
+        private var text = ""
+
+        mutating func now() -> String {
+            let current = time(nil)
+            if current != second {
+                second = current
+                text = HTTPDate.format(seconds: current)
+            }
+            return text
+        }
+    }
+
     static func format(seconds: Int) -> String {
         var time = time_t(seconds)
         var parts = tm()

@@ -17,10 +17,14 @@ enum WebRootPath {
         let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
         guard path.hasPrefix("/") else { return .badRequest }
         // An encoded slash or backslash names no file here: it would only serve to slip past checks.
-        let lowered = path.lowercased()
-        if lowered.contains("%2f") || lowered.contains("%5c") { return .notFound }
+        // (Byte scans: this runs for every request.)
+        let raw = Array(path.utf8)
+        for index in raw.indices.dropLast(2) where raw[index] == UInt8(ascii: "%") {
+            let escape = (raw[index + 1], raw[index + 2] | 0x20)
+            if escape == (UInt8(ascii: "2"), UInt8(ascii: "f")) || escape == (UInt8(ascii: "5"), UInt8(ascii: "c")) { return .notFound }
+        }
         guard let decoded = path.removingPercentEncodingStrict() else { return .badRequest }
-        if decoded.contains("\0") || decoded.contains("\\") { return .notFound }
+        if decoded.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "\\") }) { return .notFound }
         let segments = decoded.split(separator: "/")
         if segments.contains(where: { $0 == ".." }) { return .notFound }
         var candidate = root + "/" + segments.joined(separator: "/")
