@@ -19,6 +19,4 @@ public final class ConnectionLimiter: Sendable {
 
     /// Gives a slot back; call once for every successful ``enter()``.
     public func leave() { count.withLockedValue { $0 -= 1 } }
-
-    public var current: Int { count.withLockedValue { $0 } }
 }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A failure injected on purpose (`inetinfoctl crash`), for tests and demonstrations.
 public enum Fault: String, Sendable, Codable, CaseIterable {
     /// The instance reports an error: a failure the supervisor contains.
@@ -15,4 +17,20 @@ public enum Fault: String, Sendable, Codable, CaseIterable {
     case slowStart = "slow-start"
     /// The instance traps (`fatalError`): the whole process dies; only systemd can recover it.
     case trap
+}
+
+/// What injected faults do to a thread.
+enum FaultActions {
+    /// What a hung thread does: never return. The thread is lost; see ``SupervisorHealth``.
+    static func blockForever() -> Never {
+        while true { sleep(3600) }
+    }
+
+    /// A transient hang: the thread is stuck, then comes back.
+    static func block(for duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 { request = remaining }
+    }
 }

@@ -55,11 +55,6 @@ public final class InstanceContext: Sendable {
         self.events = events
     }
 
-    /// Creates a context outside a supervisor, for driving a ``HostedService`` directly in tests.
-    public static func standalone(service: String, sockets: [ListeningSocket], logger: Logger) -> InstanceContext {
-        InstanceContext(service: service, number: 1, sockets: sockets, logger: logger, events: { _ in })
-    }
-
     // MARK: called by the instance
 
     /// The instance accepts connections. `eventLoops` are the loops that serve it; each is pinged for

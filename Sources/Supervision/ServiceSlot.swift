@@ -54,18 +54,3 @@ final class ServiceSlot {
         intensity.window = new.restartWindow
     }
 }
-
-enum FaultActions {
-    /// What a hung thread does: never return. The thread is lost; see ``SupervisorHealth``.
-    static func blockForever() -> Never {
-        while true { sleep(3600) }
-    }
-
-    /// A transient hang: the thread is stuck, then comes back.
-    static func block(for duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 { request = remaining }
-    }
-}

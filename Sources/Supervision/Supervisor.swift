@@ -101,9 +101,6 @@ public actor Supervisor: Service {
         return snapshot().first { $0.name == name }!
     }
 
-    /// The names of the services, in registration order.
-    public nonisolated var serviceNames: [String] { order }
-
     // MARK: - Operator commands
 
     /// Starts a stopped or failed service, forgetting its backoff and restart history.

@@ -7,9 +7,6 @@ import Glibc
 public struct SystemdNotifier: Sendable {
     public init() {}
 
-    /// Whether a service manager listens for notifications (`NOTIFY_SOCKET` is set).
-    public var isEnabled: Bool { getenv("NOTIFY_SOCKET") != nil }
-
     /// Sends the given assignments in one datagram.
     /// - Returns: `true` when a message was sent, `false` outside systemd.
     /// - Throws: ``SystemdError`` when libsystemd reports a failure.

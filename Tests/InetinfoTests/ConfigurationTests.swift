@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import InetinfoHost
 import Supervision
+import Systemd
 
 @Suite struct ConfigurationTests {
     func configuration(_ assignments: [String], file: String? = nil, environment: [String: String] = [:]) throws -> HostConfiguration {
@@ -55,5 +56,20 @@ import Supervision
         #expect(error?.description == "--set: supervisor.max-restarts: 'many' is not an integer")
         #expect(throws: ConfigurationError.self) { try configuration(["host.isolation=sometimes"]) }
         #expect(throws: ConfigurationError.self) { try configuration([], file: "[supervisor\nmax-restarts = 1") }
+    }
+}
+
+@Suite struct NotifyStateTests {
+    @Test func assignmentsAreWrittenAsSdNotifyExpects() throws {
+        #expect(NotifyState.ready.line == "READY=1")
+        #expect(NotifyState.status("smtp: running,\nhttp: running").line == "STATUS=smtp: running, http: running")
+        #expect(NotifyState.watchdog.line == "WATCHDOG=1")
+        #expect(NotifyState.watchdogTrigger.line == "WATCHDOG=trigger")
+        #expect(NotifyState.stopping.line == "STOPPING=1")
+        #expect(NotifyState.reloading(monotonicUsec: 42).line == "RELOADING=1\nMONOTONIC_USEC=42")
+        #expect(NotifyState.errno(22).line == "ERRNO=22")
+        #expect(NotifyState.extendTimeout(usec: 5_000_000).line == "EXTEND_TIMEOUT_USEC=5000000")
+        // Outside systemd nothing is sent and nothing fails.
+        #expect(try SystemdNotifier().notify(.ready) == false)
     }
 }
