@@ -283,7 +283,8 @@ public struct SMTPSession: Sendable {
         }
         var body = BodyType.sevenBit
         for parameter in parameters {
-            let pieces = parameter.split(separator: "=", maxSplits: 1).map(String.init)
+            // Keep empty pieces: a parameter of just "=" must not leave nothing to look at (found by the fuzzer).
+            let pieces = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let value = pieces.count == 2 ? pieces[1] : ""
             switch pieces[0].uppercased() {
             case "SIZE":

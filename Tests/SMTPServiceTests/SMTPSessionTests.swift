@@ -105,6 +105,9 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         #expect(driver.send("MAIL FROM:<a@b> SIZE=-1\r\n") == ["501 5.5.4 Malformed SIZE parameter"])
         #expect(codes(driver.send("MAIL FROM:<a@b> BODY=9BIT\r\n")) == ["501"])
         #expect(codes(driver.send("MAIL FROM:<a@b> AUTH=<>\r\n")) == ["555"])
+        // Found by the fuzzer: a bare "=" as a parameter trapped on an empty split.
+        #expect(codes(driver.send("MAIL FROM:<> =\r\n")) == ["555"])
+        #expect(codes(driver.send("MAIL FROM:<>==== SIZE=\r\n")) == ["555"])
         #expect(driver.send("MAIL FROM:<a@b> SIZE=1000 BODY=8BITMIME\r\n") == ["250 2.1.0 Sender OK"])
     }
 
