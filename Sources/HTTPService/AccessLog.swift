@@ -113,11 +113,6 @@ final class AccessLogHandler: ChannelDuplexHandler {
     }
 
     static func timestamp() -> String {
-        var now = time(nil)
-        var parts = tm()
-        localtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 64)
-        let length = strftime(&buffer, buffer.count, "%d/%b/%Y:%H:%M:%S %z", &parts)
-        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        HTTPDate.text(seconds: time(nil), format: "%d/%b/%Y:%H:%M:%S %z", localTime: true)
     }
 }
