@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -7,7 +8,7 @@ import Supervision
 /// The `http` hosted service: HTTP/1.1 static files from the web root, as a pipeline of small handlers.
 ///
 /// Inbound order: connection limit → activity marker → HTTP decoder → timeouts → pipelining (NIO) →
-/// protocol-error responder → access log → request guard (method, limits, body) → static files.
+/// access log → request guard (parser errors, method, limits, body) → static files.
 public struct HTTPService: HostedService {
     public let name = "http"
     let settings: HTTPSettings
@@ -32,6 +33,7 @@ public struct HTTPService: HostedService {
         limits.maxHeaderListSize = max(256 * 1024, settings.maxRequestLine + settings.maxHeaderSize)
         limits.maxHeaderFieldCount = settings.maxHeaders
         let decoderLimits = limits
+        let files = FileCache(capacity: settings.fileCacheSize)
         try await ServerInstance.run(context, threads: threads) { channel in
             channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
@@ -39,17 +41,16 @@ public struct HTTPService: HostedService {
                                                      head: .seconds(Int64(settings.headerTimeoutSeconds)))
                 try pipeline.addHandler(ConnectionLimitHandler(limiter: connections))
                 try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts))
-                try pipeline.addHandler(HTTPResponseEncoder())
+                try pipeline.addHandler(ResponseEncoder(timeouts: timeouts))
                 try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                                  limitConfiguration: decoderLimits)))
                 // Before the pipelining handler: a 408 for a head that never completed answers no
                 // request that handler knows of.
                 try pipeline.addHandler(timeouts)
                 try pipeline.addHandler(HTTPServerPipelineHandler())
-                try pipeline.addHandler(HTTPErrorResponder())
                 if let accessLog = accessLog.enabled { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
                 try pipeline.addHandler(RequestGuard(settings: settings))
-                try pipeline.addHandler(StaticFileHandler(root: settings.webRoot))
+                try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files))
             }
         }
     }
@@ -66,7 +67,8 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         guard limiter.enter() else {
-            let refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
+            let refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                + "Date: \(HTTPDate.format(seconds: time(nil)))\r\n\r\n"
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: refusal))).whenComplete { _ in channel.close(promise: nil) }
             return

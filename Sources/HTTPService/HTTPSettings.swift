@@ -12,6 +12,7 @@ public struct HTTPSettings: Sendable {
         "max-headers": "100",
         "max-body-size": "1048576",
         "access-log": "log",
+        "file-cache-size": "16777216",
     ]
 
     /// Where the access log goes.
@@ -33,6 +34,8 @@ public struct HTTPSettings: Sendable {
     public var maxHeaders: Int
     public var maxBodySize: Int
     public var accessLog: AccessLog
+    /// Bytes of resolved paths and small files' content kept in memory; 0 turns the cache off.
+    public var fileCacheSize: Int
 
     /// - Parameters:
     ///   - renderDirectory: where the default web site is written, with this host's name and services
@@ -70,6 +73,10 @@ public struct HTTPSettings: Sendable {
         maxHeaderSize = try positive("max-header-size")
         maxHeaders = try positive("max-headers")
         maxBodySize = try positive("max-body-size")
+        guard let cacheSize = Int(option("file-cache-size")), cacheSize >= 0 else {
+            throw HTTPConfigurationError("http.file-cache-size: '\(option("file-cache-size"))' is not a size in bytes (0 turns the cache off)")
+        }
+        fileCacheSize = cacheSize
         switch option("access-log") {
         case "off", "": accessLog = .off
         case "log": accessLog = .log

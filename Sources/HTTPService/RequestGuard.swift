@@ -4,6 +4,11 @@ import NIOHTTP1
 /// Checks each request before it reaches the file handler: the method (405 with `Allow`), the request
 /// line (414) and header block (431) limits, and the body, which a static server never needs: it is read
 /// and discarded up to `http.max-body-size`, past which the answer is 413 and the connection closes.
+///
+/// It also answers requests the parser rejects: 431 when the header block is over the parser's limits,
+/// 400 for anything else malformed; then the connection closes (the decoder cannot resynchronise). It sits
+/// above NIO's `HTTPServerPipelineHandler`, which holds a parser error back while a response is still
+/// going out and passes it on only when none is, so that answer never lands inside another response.
 final class RequestGuard: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -39,6 +44,21 @@ final class RequestGuard: ChannelInboundHandler {
             current = nil
             if !request.refused { context.fireChannelRead(data) }
         }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        let body = "\(status.code) \(status.reasonPhrase)\n"
+        let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(body.utf8.count)),
+                                   ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.close(promise: nil)
     }
 
     private func check(_ head: HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [(String, String)], close: Bool)? {

@@ -11,7 +11,6 @@ enum SimpleResponse {
         let hasBody = status.mayHaveResponseBody && request.method != .HEAD
         var headers = HTTPHeaders(extra)
         headers.add(name: "Server", value: "inetinfo")
-        headers.add(name: "Date", value: HTTPDate.format(seconds: time(nil)))
         if status.mayHaveResponseBody {
             headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
             headers.add(name: "Content-Length", value: String(text.utf8.count))
@@ -27,10 +26,9 @@ enum SimpleResponse {
 
     /// Ends a response; closes the connection after it when keep-alive is off.
     static func end(request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard !keepAlive else { return context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil) }
         let channel = context.channel
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
-            if !keepAlive { channel.close(promise: nil) }
-        }
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

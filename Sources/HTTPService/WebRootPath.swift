@@ -6,7 +6,9 @@ import Glibc
 /// resolved with realpath(3) so that a symlink pointing outside the root is refused too.
 enum WebRootPath {
     enum Resolution: Equatable {
-        case file(path: String)
+        /// `path` is the real path (inside the root, no symlinks); `probe` the path as requested below the
+        /// root, which names the same file as long as nothing on the way changes (see ``FileCache``).
+        case file(path: String, probe: String)
         case notFound
         case badRequest
         /// A directory asked for without the trailing slash: redirect, so relative links work.
@@ -33,12 +35,12 @@ enum WebRootPath {
         guard stat(resolved, &info) == 0 else { return .notFound }
         if (info.st_mode & S_IFMT) == S_IFDIR {
             if !path.hasSuffix("/") { return .directoryWithoutSlash(location: path + "/") }
-            candidate = resolved + "/index.html"
-            guard let index = inside(candidate, root: root), stat(index, &info) == 0 else { return .notFound }
+            candidate += "/index.html"
+            guard let index = inside(resolved + "/index.html", root: root), stat(index, &info) == 0 else { return .notFound }
             resolved = index
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else { return .notFound }
-        return .file(path: resolved)
+        return .file(path: resolved, probe: candidate)
     }
 
     private static func inside(_ path: String, root: String) -> String? {

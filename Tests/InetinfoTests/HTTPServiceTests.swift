@@ -127,6 +127,31 @@ func statusLine(_ response: String) -> String {
         }
     }
 
+    /// A client that pipelines many requests for a large file and reads nothing must not make the server
+    /// queue a response — and hold a descriptor — per request: the next request waits until the current
+    /// response's content has gone out.
+    @Test func pipelinedRequestsWaitWhileTheClientDoesNotRead() async throws {
+        try await withWebHost { host, port, root in
+            let before = host.openFileDescriptors
+            let fd = try TCP.connect(port: port)
+            var small: Int32 = 4096
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+            try TCP.send(fd, String(repeating: "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n", count: 1500))
+            try await Task.sleep(for: .milliseconds(700))
+            let held = host.openFileDescriptors - before
+            #expect(held < 20, "\(held) descriptors held for one connection's pipelined requests")
+            // The first responses are whole and in order once the client reads.
+            let first = TCP.read(fd, until: "HTTP/1.1 200 OK\r\n").count
+            #expect(first > 0)
+            close(fd)
+            _ = try await eventually("descriptors released", timeout: .seconds(10)) {
+                host.openFileDescriptors <= before + 2 ? true : nil
+            }
+            let again = try curl(["http://127.0.0.1:\(port)/big.bin"])
+            #expect(again.status == 200 && again.body == root.big)
+        }
+    }
+
     @Test func conditionalAndRangeRequests() async throws {
         try await withWebHost { _, port, root in
             let url = "http://127.0.0.1:\(port)/big.bin"
@@ -184,6 +209,51 @@ func statusLine(_ response: String) -> String {
             #expect(statusLine(try rawHTTP(port: port, "GET /%zz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 400 Bad Request")
             // Inside the root, a path with dots that stays inside works.
             #expect(statusLine(try rawHTTP(port: port, "GET /docs/../hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found")
+        }
+    }
+
+    /// Served files are cached (resolution, and content when small) once they have settled; every change
+    /// on disk — new content, a repointed symlink, a directory swapped for a link out of the root, a
+    /// deletion — must show at the next request.
+    @Test func cachedFilesFollowChangesOnDisk() async throws {
+        try await withWebHost { _, port, root in
+            let manager = FileManager.default
+            let url = root.url
+            try Data("one\n".utf8).write(to: url.appendingPathComponent("live.txt"))
+            try Data("AAA\n".utf8).write(to: url.appendingPathComponent("a.txt"))
+            try Data("BBB\n".utf8).write(to: url.appendingPathComponent("b.txt"))
+            try manager.createSymbolicLink(atPath: url.appendingPathComponent("pick").path, withDestinationPath: "a.txt")
+            try manager.createDirectory(at: url.appendingPathComponent("sub"), withIntermediateDirectories: true)
+            try Data("page\n".utf8).write(to: url.appendingPathComponent("sub/passwd"))
+            func get(_ path: String) throws -> String {
+                let response = try rawHTTP(port: port, "GET \(path) HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                return statusLine(response) + " " + (response.components(separatedBy: "\r\n\r\n").last ?? "")
+            }
+            // Files changed in the last two seconds are not cached (file times are tick-granular).
+            try await Task.sleep(for: .milliseconds(2600))
+            for _ in 0..<3 {
+                #expect(try get("/live.txt") == "HTTP/1.1 200 OK one\n")
+                #expect(try get("/pick") == "HTTP/1.1 200 OK AAA\n")
+                #expect(try get("/sub/passwd") == "HTTP/1.1 200 OK page\n")
+            }
+            let before = try curl(["http://127.0.0.1:\(port)/live.txt"]).headers["etag"]
+
+            try Data("two\n".utf8).write(to: url.appendingPathComponent("live.txt"))
+            #expect(try get("/live.txt") == "HTTP/1.1 200 OK two\n")
+            #expect(try curl(["http://127.0.0.1:\(port)/live.txt"]).headers["etag"] != before)
+
+            try manager.removeItem(at: url.appendingPathComponent("pick"))
+            try manager.createSymbolicLink(atPath: url.appendingPathComponent("pick").path, withDestinationPath: "b.txt")
+            #expect(try get("/pick") == "HTTP/1.1 200 OK BBB\n")
+
+            try manager.moveItem(at: url.appendingPathComponent("sub"), to: url.appendingPathComponent("sub-old"))
+            try manager.createSymbolicLink(atPath: url.appendingPathComponent("sub").path, withDestinationPath: "/etc")
+            let escaped = try get("/sub/passwd")
+            #expect(escaped.hasPrefix("HTTP/1.1 404 Not Found"), "\(escaped)")
+            #expect(!escaped.contains("root:"))
+
+            try manager.removeItem(at: url.appendingPathComponent("live.txt"))
+            #expect(try get("/live.txt").hasPrefix("HTTP/1.1 404 Not Found"))
         }
     }
 
