@@ -106,7 +106,8 @@ start_nginx() {  # name worker_processes access_log(off|file)
     [[ $access == file ]] && access="$dir/access.log combined buffer=32k" # ours buffers 32 KiB too
     # As Debian's /etc/nginx/nginx.conf does for static files (sendfile, tcp_nopush, tcp_nodelay, mime
     # types, keepalive_timeout 65); everything else at nginx's defaults (keepalive_requests 1000,
-    # open_file_cache off: open/fstat/close per request, as ours does).
+    # open_file_cache off: open/fstat/close per request, which is nginx's default; ours keeps a cache that
+    # it revalidates with one stat per request, so neither serves a changed file late).
     cat >"$dir/nginx.conf" <<EOF
 daemon off;
 master_process on;
