@@ -134,6 +134,7 @@ let package = Package(
             dependencies: [
                 "SMTPService",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(

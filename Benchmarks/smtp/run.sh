@@ -60,7 +60,8 @@ fi
 
 if [[ $SKIP_BUILD != 1 ]]; then
     log "building inetinfo (release, .build-bench)"
-    (cd "$ROOT" && swift build -c release --scratch-path .build-bench --product inetinfo) >&2
+    # Statically linked Swift runtime, as scripts/install.sh builds the installed binary.
+    (cd "$ROOT" && swift build -c release --static-swift-stdlib --scratch-path .build-bench --product inetinfo) >&2
 fi
 INETINFO=$ROOT/.build-bench/release/inetinfo
 [[ -x $INETINFO ]] || { echo "missing $INETINFO" >&2; exit 1; }

@@ -6,13 +6,16 @@ import NIOCore
 ///
 /// A message is streamed into `tmp/` of its first recipient's Maildir while it arrives (``MessageSpool``);
 /// when it is complete, ``commit(_:)`` fsyncs it, hard-links it into every recipient's `new/`, fsyncs those
-/// directories and removes the `tmp/` name. Only then is the client told 250. If anything fails, the links
-/// already made are removed again: `new/` never holds a message whose client was told it was not accepted,
-/// and never a partial one.
+/// directories (one fsync serving every concurrent commit to a directory: ``DirectorySyncer``) and removes
+/// the `tmp/` name. Only then is the client told 250. If anything fails, the links already made are
+/// removed again: `new/` never holds a message whose client was told it was not accepted, and never a
+/// partial one.
 public struct MaildirWriter: Sendable {
     public let root: String
     /// The host name as Maildir file names carry it (`/` and `:` escaped, as the convention says).
     public let hostName: String
+    /// Shares fsyncs of `new/` between concurrent commits.
+    private let directories = DirectorySyncer()
 
     public init(root: String, hostName: String) {
         self.root = root
@@ -55,7 +58,7 @@ public struct MaildirWriter: Sendable {
                 let target = "\(mailbox)/new/\(spool.name)"
                 guard link(spool.path, target) == 0 else { throw MaildirError(path: target, operation: "link", errno: errno) }
                 linked.append(target)
-                try Self.syncDirectory("\(mailbox)/new")
+                try directories.sync("\(mailbox)/new")
             }
         } catch {
             for path in linked { unlink(path) }

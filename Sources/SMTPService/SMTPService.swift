@@ -11,7 +11,8 @@ public struct SMTPService: HostedService {
     let writer: MaildirWriter
     /// Commits (fsync, link, directory fsync) run here, many at once: concurrent sessions' fsyncs are in
     /// flight together (a journaling file system merges them into one commit; without a journal the device
-    /// still queues them together) instead of waiting behind each other on one thread.
+    /// still queues them together) instead of waiting behind each other on one thread, and concurrent
+    /// commits into one Maildir share their directory fsyncs (``DirectorySyncer``).
     let commitPool: NIOThreadPool
     let sessions: ConnectionLimiter
     let names: MaildirNames

@@ -81,6 +81,7 @@ func statusLine(_ response: String) -> String {
             #expect(get.headers["content-length"] == "11")
             #expect(get.headers["etag"]?.hasPrefix("\"") == true)
             #expect(get.headers["last-modified"]?.hasSuffix(" GMT") == true)
+            #expect(get.headers["date"].flatMap { HTTPDateProbe.seconds($0) }.map { abs($0 - Int(time(nil))) <= 5 } == true)
             #expect(try curl(["http://127.0.0.1:\(port)/style.css"]).headers["content-type"] == "text/css; charset=utf-8")
             #expect(try curl(["http://127.0.0.1:\(port)/blob.unknownext"]).headers["content-type"] == "application/octet-stream")
 
@@ -158,6 +159,13 @@ func statusLine(_ response: String) -> String {
             let first = try curl([url, "-r", "0-0"])
             let etag = try #require(first.headers["etag"])
             #expect(try curl(["-H", "If-None-Match: \(etag)", url]).status == 304)
+            // A 304 carries the validators and Date once each, and no content (RFC 9110 §15.4.5).
+            let notModified = try rawHTTP(port: port, "GET /big.bin HTTP/1.1\r\nHost: t\r\nIf-None-Match: \(etag)\r\nConnection: close\r\n\r\n")
+            #expect(statusLine(notModified) == "HTTP/1.1 304 Not Modified")
+            for field in ["ETag: ", "Last-Modified: ", "Date: ", "Server: "] {
+                #expect(notModified.components(separatedBy: "\r\n" + field).count == 2, "\(field) once in \(notModified)")
+            }
+            #expect(notModified.hasSuffix("\r\n\r\n"))
             #expect(try curl(["-H", "If-None-Match: W/\(etag)", url]).status == 304)
             #expect(try curl(["-H", "If-None-Match: \"other\"", url]).status == 200)
             #expect(try curl(["-H", "If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT", url]).status == 304)
@@ -335,5 +343,16 @@ func statusLine(_ response: String) -> String {
                 #expect(html.contains("<tr><td>\(service.name)</td><td>enabled</td><td>\(service.listen[0])</td></tr>"))
             }
         }
+    }
+}
+
+/// Reads an IMF-fixdate (`Mon, 30 Nov 2026 03:05:47 GMT`) back into seconds, to check a `Date` header.
+enum HTTPDateProbe {
+    static func seconds(_ text: String) -> Int? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.date(from: text).map { Int($0.timeIntervalSince1970) }
     }
 }
