@@ -12,7 +12,6 @@ import NIOHTTP1
 final class RequestGuard: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
 
     private let settings: HTTPSettings
     /// The request being checked, and whether it was refused (its remaining parts are then dropped).
@@ -52,13 +51,7 @@ final class RequestGuard: ChannelInboundHandler {
             return
         }
         let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
-        let body = "\(status.code) \(status.reasonPhrase)\n"
-        let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(body.utf8.count)),
-                                   ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        context.close(promise: nil)
+        SimpleResponse.sendAndClose(status, context: context)
     }
 
     private func check(_ head: HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [(String, String)], close: Bool)? {

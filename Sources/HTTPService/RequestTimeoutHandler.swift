@@ -11,7 +11,6 @@ import NIOHTTP1
 final class RequestTimeoutHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
 
     enum Phase { case idle, readingHead, inRequest }
 
@@ -111,13 +110,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
         case .idle:
             context.close(promise: nil)
         case .readingHead:
-            let body = "408 Request Timeout\n"
-            let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(body.utf8.count)),
-                                       ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .requestTimeout, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            SimpleResponse.sendAndClose(.requestTimeout, context: context)
         case .inRequest:
             break
         }

@@ -23,6 +23,18 @@ enum SimpleResponse {
         end(request: request, keepAlive: keepAlive, context: context)
     }
 
+    /// Answers what is no request NIO's pipelining handler knows of (a malformed one, a head that never
+    /// completed) and closes the connection once the answer is out.
+    static func sendAndClose(_ status: HTTPResponseStatus, context: ChannelHandlerContext) {
+        let text = "\(status.code) \(status.reasonPhrase)\n"
+        let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(text.utf8.count)),
+                                   ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
     /// Ends a response; closes the connection after it when keep-alive is off.
     static func end(request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
         guard !keepAlive else { return context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil) }

@@ -75,7 +75,7 @@ final class StaticFileHandler: ChannelInboundHandler {
         var entry = FileCache.Entry(file: path, probe: probe, identity: FileCache.Identity(info), validators: validators,
                                     contentType: MediaType.forPath(path))
         if validators.size <= FileCache.maxContentSize {
-            entry.content = Self.read(fd, range: 0..<validators.size)
+            entry.content = Self.read(fd, count: validators.size)
         }
         if cache.admits(info) { cache.insert(entry, for: key) }
         if entry.content != nil {
@@ -155,13 +155,13 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
     }
 
-    /// Reads `range` of a (page-cached, local) file; nil if it came up short, and sendfile is used instead.
-    private static func read(_ fd: Int32, range: Range<Int>) -> ByteBuffer? {
+    /// Reads a (page-cached, local) file whole; nil if it came up short, and sendfile is used instead.
+    private static func read(_ fd: Int32, count: Int) -> ByteBuffer? {
         var buffer = ByteBuffer()
-        buffer.reserveCapacity(range.count)
-        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: range.count) { bytes in
-            max(0, pread(fd, bytes.baseAddress, range.count, off_t(range.lowerBound)))
+        buffer.reserveCapacity(count)
+        let read = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { bytes in
+            max(0, pread(fd, bytes.baseAddress, count, 0))
         }
-        return count == range.count ? buffer : nil
+        return read == count ? buffer : nil
     }
 }
