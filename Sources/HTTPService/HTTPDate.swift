@@ -34,34 +34,36 @@ enum HTTPDate {
     private static let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 
     /// Seconds since the epoch, or nil for a malformed date (which is then ignored, as RFC 9110 says).
+    ///
+    /// Every field comes from the network: the year is accepted only as four digits (two in RFC 850's
+    /// form), the other fields only in their calendar ranges, so no conversion below can trap, whatever
+    /// the text (`99999999999` as a year once ended the whole host).
     static func parse(_ text: String) -> Int? {
-        let words = text.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "," })
         var day: Int?, month: Int?, year: Int?, clock: [Int]?
         switch words.count {
-        case 5 where words[4] == "GMT":
-            if words[1].contains("-") {
-                // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-                let date = words[1].split(separator: "-").map(String.init)
-                guard date.count == 3, let shortYear = Int(date[2]) else { return nil }
-                day = Int(date[0]); month = months.firstIndex(of: date[1].lowercased()); year = shortYear < 70 ? 2000 + shortYear : 1900 + shortYear
-                clock = words[2].split(separator: ":").compactMap { Int($0) }
-            } else {
-                return nil
-            }
+        case 4 where words[3] == "GMT":
+            // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+            let date = words[1].split(separator: "-", omittingEmptySubsequences: false)
+            guard date.count == 3, let shortYear = number(date[2], digits: 2...2) else { return nil }
+            day = number(date[0], digits: 1...2); month = monthIndex(date[1])
+            year = shortYear < 70 ? 2000 + shortYear : 1900 + shortYear
+            clock = clockTime(words[2])
         case 6 where words[5] == "GMT":
             // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-            day = Int(words[1]); month = months.firstIndex(of: words[2].lowercased()); year = Int(words[3])
-            clock = words[4].split(separator: ":").compactMap { Int($0) }
+            day = number(words[1], digits: 1...2); month = monthIndex(words[2]); year = number(words[3], digits: 4...4)
+            clock = clockTime(words[4])
         case 5:
             // asctime: Sun Nov  6 08:49:37 1994
-            month = months.firstIndex(of: words[1].lowercased()); day = Int(words[2]); year = Int(words[4])
-            clock = words[3].split(separator: ":").compactMap { Int($0) }
+            month = monthIndex(words[1]); day = number(words[2], digits: 1...2); year = number(words[4], digits: 4...4)
+            clock = clockTime(words[3])
         default:
             return nil
         }
-        guard let day, let month, let year, let clock, clock.count == 3, (1...31).contains(day),
+        guard let day, let month, let year, let clock, (1...31).contains(day),
               (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2]) else { return nil }
         var parts = tm()
+        // In range by construction: a four-digit year, a month index, calendar fields.
         parts.tm_year = Int32(year - 1900)
         parts.tm_mon = Int32(month)
         parts.tm_mday = Int32(day)
@@ -69,5 +71,25 @@ enum HTTPDate {
         parts.tm_min = Int32(clock[1])
         parts.tm_sec = Int32(clock[2])
         return Int(timegm(&parts))
+    }
+
+    /// A decimal number of `digits` ASCII digits (no sign, no spaces).
+    private static func number(_ text: Substring, digits: ClosedRange<Int>) -> Int? {
+        let bytes = text.utf8
+        guard digits.contains(bytes.count), bytes.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return bytes.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+    }
+
+    private static func monthIndex(_ text: Substring) -> Int? {
+        guard text.utf8.count == 3 else { return nil }
+        return months.firstIndex(of: text.lowercased())
+    }
+
+    /// `HH:MM:SS`, two digits each.
+    private static func clockTime(_ text: Substring) -> [Int]? {
+        let fields = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard fields.count == 3 else { return nil }
+        let values = fields.compactMap { number($0, digits: 2...2) }
+        return values.count == 3 ? values : nil
     }
 }

@@ -18,7 +18,7 @@ public struct HTTPService: HostedService {
     public init(settings: HTTPSettings, threads: Int = 1) {
         self.settings = settings
         self.threads = threads
-        connections = ConnectionLimiter(limit: settings.maxConnections)
+        connections = ConnectionLimiter(limit: settings.maxConnections, perClientLimit: settings.maxConnectionsPerClient)
     }
 
     public func run(_ context: InstanceContext) async throws {
@@ -26,64 +26,73 @@ public struct HTTPService: HostedService {
         let connections = self.connections
         let accessLog = try AccessLogSink(settings.accessLog, logger: context.logger)
         defer { accessLog.close() }
+        let files = FileCache(capacity: settings.fileCacheSize)
+        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds))) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try Self.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
+                                     files: files, accessLog: accessLog.enabled)
+            }
+        }
+    }
+
+    /// The handlers of one connection, in order; the fuzzer installs the very same ones on an
+    /// `EmbeddedChannel`.
+    static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, settings: HTTPSettings,
+                            connections: ConnectionLimiter, files: FileCache, accessLog: AccessLogSink?) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         // The parser's own ceiling: beyond it a request is cut off with 431. Below it, RequestGuard answers
         // 414 for a long request line and 431 for a large header block with the configured limits.
         limits.maxHeaderFieldSize = max(256 * 1024, settings.maxRequestLine, settings.maxHeaderSize)
         limits.maxHeaderListSize = max(256 * 1024, settings.maxRequestLine + settings.maxHeaderSize)
         limits.maxHeaderFieldCount = settings.maxHeaders
-        let decoderLimits = limits
-        let files = FileCache(capacity: settings.fileCacheSize)
-        try await ServerInstance.run(context, threads: threads) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                let pipeline = channel.pipeline.syncOperations
-                let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
-                                                     head: .seconds(Int64(settings.headerTimeoutSeconds)))
-                try pipeline.addHandler(ConnectionLimitHandler(limiter: connections))
-                try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts))
-                try pipeline.addHandler(ResponseEncoder(timeouts: timeouts))
-                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
-                                                                                 limitConfiguration: decoderLimits)))
-                // Before the pipelining handler: a 408 for a head that never completed answers no
-                // request that handler knows of.
-                try pipeline.addHandler(timeouts)
-                try pipeline.addHandler(HTTPServerPipelineHandler())
-                if let accessLog = accessLog.enabled { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
-                try pipeline.addHandler(RequestGuard(settings: settings))
-                try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files))
-            }
-        }
+        let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
+                                             head: .seconds(Int64(settings.headerTimeoutSeconds)))
+        try pipeline.addHandler(ConnectionLimitHandler(limiter: connections))
+        try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts))
+        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts))
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
+                                                                         limitConfiguration: limits)))
+        // Before the pipelining handler: a 408 for a head that never completed answers no
+        // request that handler knows of.
+        try pipeline.addHandler(timeouts)
+        try pipeline.addHandler(HTTPServerPipelineHandler())
+        if let accessLog { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
+        try pipeline.addHandler(RequestGuard(settings: settings))
+        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files))
     }
 }
 
-/// Refuses connections past `http.max-connections` with a 503 written before any HTTP handler runs.
+/// Refuses connections past `http.max-connections`, or past `http.max-connections-per-client` from one
+/// address, with a 503 written before any HTTP handler runs.
 final class ConnectionLimitHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     private let limiter: ConnectionLimiter
-    private var admitted = false
+    /// The peer address that holds a slot, once admitted.
+    private var admitted: String??
 
     init(limiter: ConnectionLimiter) { self.limiter = limiter }
 
     func channelActive(context: ChannelHandlerContext) {
-        guard limiter.enter() else {
+        let client = context.channel.remoteAddress?.ipAddress
+        guard limiter.enter(client: client) == .admitted else {
             let refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
                 + "Date: \(HTTPDate.format(seconds: time(nil)))\r\n\r\n"
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: refusal))).whenComplete { _ in channel.close(promise: nil) }
             return
         }
-        admitted = true
+        admitted = .some(client)
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if admitted { context.fireChannelRead(data) }
+        if admitted != nil { context.fireChannelRead(data) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if admitted { limiter.leave() }
-        admitted = false
+        if let client = admitted { limiter.leave(client: client) }
+        admitted = nil
         context.fireChannelInactive()
     }
 }

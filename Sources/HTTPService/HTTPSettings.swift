@@ -1,4 +1,5 @@
 import Foundation
+import Supervision
 
 /// The HTTP service's own configuration keys (`http.*`), documented in docs/configuration.md.
 public struct HTTPSettings: Sendable {
@@ -6,13 +7,31 @@ public struct HTTPSettings: Sendable {
         "web-root": "",
         "keepalive-timeout": "60",
         "header-timeout": "10",
+        "send-timeout": "60",
         "max-connections": "1000",
+        "max-connections-per-client": "100",
         "max-request-line": "8192",
         "max-header-size": "32768",
         "max-headers": "100",
         "max-body-size": "1048576",
         "access-log": "log",
         "file-cache-size": "16777216",
+    ]
+
+    /// The documented range of every numeric key (docs/configuration.md): values outside are refused at
+    /// start and on reload. The upper bounds keep every sum and every conversion to NIO's nanoseconds far
+    /// from overflowing.
+    public static let ranges: [String: ClosedRange<Int>] = [
+        "keepalive-timeout": 1...86_400,
+        "header-timeout": 1...3_600,
+        "send-timeout": 1...86_400,
+        "max-connections": 1...1_000_000,
+        "max-connections-per-client": 1...1_000_000,
+        "max-request-line": 64...1_048_576,
+        "max-header-size": 256...1_048_576,
+        "max-headers": 1...10_000,
+        "max-body-size": 0...1_073_741_824,
+        "file-cache-size": 0...17_179_869_184,
     ]
 
     /// Where the access log goes.
@@ -28,7 +47,10 @@ public struct HTTPSettings: Sendable {
     public var webRoot: String
     public var keepAliveTimeoutSeconds: Int
     public var headerTimeoutSeconds: Int
+    /// A response that makes no progress this long closes its connection (``SendTimeoutHandler``).
+    public var sendTimeoutSeconds: Int
     public var maxConnections: Int
+    public var maxConnectionsPerClient: Int
     public var maxRequestLine: Int
     public var maxHeaderSize: Int
     public var maxHeaders: Int
@@ -37,47 +59,50 @@ public struct HTTPSettings: Sendable {
     /// Bytes of resolved paths and small files' content kept in memory; 0 turns the cache off.
     public var fileCacheSize: Int
 
+    /// Reads and checks the `http.*` keys; throws ``SettingError`` naming the key.
     /// - Parameters:
     ///   - renderDirectory: where the default web site is written, with this host's name and services
-    ///     filled in; nil serves the shipped template as it is.
-    public init(options: [String: String], hostName: String, services: [(String, Bool, [String])],
-                renderDirectory: String? = nil) throws {
-        func option(_ key: String) -> String { options[key] ?? Self.defaultOptions[key]! }
-        func positive(_ key: String) throws -> Int {
-            guard let value = Int(option(key)), value > 0 else {
-                throw HTTPConfigurationError("http.\(key): '\(option(key))' is not a positive integer")
-            }
-            return value
-        }
-        var root = option("web-root")
+    ///     filled in; nil serves the shipped template as it is (and writes nothing: a check of the
+    ///     configuration passes nil).
+    public init(options values: [String: String], hostName: String, services: [(String, Bool, [String])],
+                renderDirectory: String? = nil) throws(SettingError) {
+        let options = ServiceOptions(section: "http", values: values, defaults: Self.defaultOptions)
+        func number(_ key: String) throws(SettingError) -> Int { try options.integer(key, in: Self.ranges[key]!) }
+        var root = options.text("web-root")
         if root.isEmpty {
             guard let bundled = Self.defaultSiteTemplate() else {
-                throw HTTPConfigurationError("the default web site is missing from this installation (looked in \(Self.templateCandidates().map(\.path).joined(separator: ", "))); set http.web-root")
+                throw options.error("web-root", "the default web site is missing from this installation (looked in \(Self.templateCandidates().map(\.path).joined(separator: ", "))); set http.web-root")
             }
-            root = try renderDirectory.map { try Self.renderDefaultSite(from: bundled, into: $0, hostName: hostName, services: services) }
-                ?? bundled.path
+            if let renderDirectory {
+                do {
+                    root = try Self.renderDefaultSite(from: bundled, into: renderDirectory, hostName: hostName, services: services)
+                } catch {
+                    throw options.error("web-root", error.description)
+                }
+            } else {
+                root = bundled.path
+            }
         }
         guard let resolved = realpath(root, nil) else {
-            throw HTTPConfigurationError("http.web-root: \(root): \(String(cString: strerror(errno)))")
+            throw options.error("web-root", "\(root): \(String(cString: strerror(errno)))")
         }
         defer { free(resolved) }
         webRoot = String(cString: resolved)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: webRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw HTTPConfigurationError("http.web-root: \(root) is not a directory")
+            throw options.error("web-root", "\(root) is not a directory")
         }
-        keepAliveTimeoutSeconds = try positive("keepalive-timeout")
-        headerTimeoutSeconds = try positive("header-timeout")
-        maxConnections = try positive("max-connections")
-        maxRequestLine = try positive("max-request-line")
-        maxHeaderSize = try positive("max-header-size")
-        maxHeaders = try positive("max-headers")
-        maxBodySize = try positive("max-body-size")
-        guard let cacheSize = Int(option("file-cache-size")), cacheSize >= 0 else {
-            throw HTTPConfigurationError("http.file-cache-size: '\(option("file-cache-size"))' is not a size in bytes (0 turns the cache off)")
-        }
-        fileCacheSize = cacheSize
-        switch option("access-log") {
+        keepAliveTimeoutSeconds = try number("keepalive-timeout")
+        headerTimeoutSeconds = try number("header-timeout")
+        sendTimeoutSeconds = try number("send-timeout")
+        maxConnections = try number("max-connections")
+        maxConnectionsPerClient = try number("max-connections-per-client")
+        maxRequestLine = try number("max-request-line")
+        maxHeaderSize = try number("max-header-size")
+        maxHeaders = try number("max-headers")
+        maxBodySize = try number("max-body-size")
+        fileCacheSize = try number("file-cache-size")
+        switch options.text("access-log") {
         case "off", "": accessLog = .off
         case "log": accessLog = .log
         case let path: accessLog = .file(path)
@@ -105,7 +130,7 @@ extension HTTPSettings {
     /// Writes the default welcome page with the host's name and its services, so that it says which
     /// host this is and what it runs (the IIS "default web site" of this project).
     static func renderDefaultSite(from template: URL, into directory: String, hostName: String,
-                                  services: [(String, Bool, [String])]) throws -> String {
+                                  services: [(String, Bool, [String])]) throws(HTTPConfigurationError) -> String {
         func escaped(_ text: String) -> String {
             text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
                 .replacingOccurrences(of: ">", with: "&gt;")

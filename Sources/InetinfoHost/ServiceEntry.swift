@@ -7,14 +7,19 @@ public struct ServiceEntry: Sendable {
     public var defaultListen: String
     /// Keys of the service's own, with their defaults (as text, parsed by the service).
     public var options: [String: String]
+    /// Checks the service's own keys without side effects (throws ``SettingError`` naming the key), so
+    /// that a bad value is refused with the configuration, at start and on reload.
+    public var check: @Sendable (ServiceContext) throws(SettingError) -> Void
     /// Builds the service from its configuration.
     public var make: @Sendable (ServiceContext) throws -> any HostedService
 
     public init(name: String, defaultListen: String, options: [String: String] = [:],
+                check: @escaping @Sendable (ServiceContext) throws(SettingError) -> Void = { _ in },
                 make: @escaping @Sendable (ServiceContext) throws -> any HostedService) {
         self.name = name
         self.defaultListen = defaultListen
         self.options = options
+        self.check = check
         self.make = make
     }
 }

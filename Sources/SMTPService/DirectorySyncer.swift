@@ -15,6 +15,9 @@ final class DirectorySyncer: @unchecked Sendable {
         var started = 0
         var finished = 0
         var outcome: Result<Void, any Error> = .success(())
+        /// Commits inside ``sync(_:)`` for this directory; at zero (and no fsync in flight) the entry is
+        /// dropped, so the table holds only directories being synced, not every Maildir ever written.
+        var users = 0
     }
 
     // Guards `directories`; commits sleep on it until the fsync they need has finished.
@@ -31,9 +34,16 @@ final class DirectorySyncer: @unchecked Sendable {
     func sync(_ path: String) throws {
         condition.lock()
         defer { condition.unlock() }
-        let needed = (directories[path]?.started ?? 0) + 1
+        directories[path, default: Directory()].users += 1
+        defer {
+            directories[path]?.users -= 1
+            if let directory = directories[path], directory.users == 0, directory.started == directory.finished {
+                directories.removeValue(forKey: path)
+            }
+        }
+        let needed = directories[path]!.started + 1
         while true {
-            var directory = directories[path, default: Directory()]
+            var directory = directories[path]!
             // A later fsync than the one needed serves as well: it too began after the link.
             if directory.finished >= needed { return try directory.outcome.get() }
             if directory.started > directory.finished {
@@ -50,5 +60,12 @@ final class DirectorySyncer: @unchecked Sendable {
             directories[path]?.outcome = outcome
             condition.broadcast()
         }
+    }
+
+    /// Directories with an entry in the table (for tests of its bound).
+    var tracked: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return directories.count
     }
 }

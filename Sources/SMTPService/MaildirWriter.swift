@@ -4,22 +4,31 @@ import NIOCore
 
 /// Durable delivery into Maildirs (`<root>/<domain>/<local-part>/{tmp,new,cur}`).
 ///
-/// A message is streamed into `tmp/` of its first recipient's Maildir while it arrives (``MessageSpool``);
-/// when it is complete, ``commit(_:)`` fsyncs it, hard-links it into every recipient's `new/`, fsyncs those
-/// directories (one fsync serving every concurrent commit to a directory: ``DirectorySyncer``) and removes
-/// the `tmp/` name. Only then is the client told 250. If anything fails, the links already made are
-/// removed again: `new/` never holds a message whose client was told it was not accepted, and never a
-/// partial one.
+/// A message is streamed into the shared spool folder `<root>/.spool/` while it arrives (``MessageSpool``),
+/// so that no Maildir is created for a transaction that never commits. When it is complete,
+/// ``commit(_:)`` fsyncs it, makes every recipient's Maildir durable (``MailboxDirectories``: created
+/// now if new, each new directory fsynced in its parent), hard-links the message into every `new/`,
+/// fsyncs those directories (one fsync serving every concurrent commit to a directory:
+/// ``DirectorySyncer``) and removes the spool name. Only then is the client told 250. If anything
+/// fails, the links already made are removed again: `new/` never holds a message whose client was told
+/// it was not accepted, and never a partial one.
+///
+/// Every durable step is an fsync of the file or directory concerned, never sync(2) or syncfs(2).
 public struct MaildirWriter: Sendable {
     public let root: String
+    /// Where messages are received before they commit: on the same file system as every Maildir, so
+    /// that they can be hard-linked.
+    public var spoolDirectory: String { root + "/.spool" }
     /// The host name as Maildir file names carry it (`/` and `:` escaped, as the convention says).
     public let hostName: String
     /// Shares fsyncs of `new/` between concurrent commits.
     private let directories = DirectorySyncer()
+    private let mailboxes: MailboxDirectories
 
     public init(root: String, hostName: String) {
         self.root = root
         self.hostName = hostName.replacingOccurrences(of: "/", with: "\\057").replacingOccurrences(of: ":", with: "\\072")
+        mailboxes = MailboxDirectories(root: root)
     }
 
     /// Local parts that are safe as one directory name.
@@ -30,17 +39,30 @@ public struct MaildirWriter: Sendable {
             }
     }
 
-    /// The Maildir of `local@domain`.
+    /// The Maildir of `local@domain` (an address the SMTP engine accepted: it has an `@`).
     public func mailbox(for recipient: String) -> String {
-        let at = recipient.lastIndex(of: "@")!
+        guard let at = recipient.lastIndex(of: "@") else { return "\(root)/\(recipient)" }
         return "\(root)/\(recipient[recipient.index(after: at)...].lowercased())/\(recipient[..<at])"
     }
 
-    /// Opens a spool for a message to `recipients`, named `uniqueName` (the Maildir file name).
+    /// Whether `local@domain` has a Maildir (`smtp.recipients = existing`).
+    public func mailboxExists(_ recipient: String) -> Bool {
+        var info = stat()
+        return stat(mailbox(for: recipient) + "/new", &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Opens a spool for a message to `recipients`, named `uniqueName` (the Maildir file name). Creates
+    /// no Maildir: that happens when the message commits.
     public func openSpool(recipients: [String], uniqueName: String) throws -> MessageSpool {
         let mailboxes = Array(Set(recipients.map(mailbox(for:)))).sorted()
-        for mailbox in mailboxes { try prepare(mailbox) }
-        return try MessageSpool(path: "\(mailboxes[0])/tmp/\(uniqueName)", name: uniqueName, mailboxes: mailboxes)
+        let path = "\(spoolDirectory)/\(uniqueName)"
+        do {
+            return try MessageSpool(path: path, name: uniqueName, mailboxes: mailboxes)
+        } catch let error as MaildirError where error.errno == ENOENT {
+            // The spool folder is made at start; this host's state directory was emptied since.
+            try self.mailboxes.createSpool(spoolDirectory)
+            return try MessageSpool(path: path, name: uniqueName, mailboxes: mailboxes)
+        }
     }
 
     /// Makes a finished spool durable in every recipient's `new/`. Blocking: run it off the event loop.
@@ -55,6 +77,7 @@ public struct MaildirWriter: Sendable {
         var linked: [String] = []
         do {
             for mailbox in spool.mailboxes {
+                try mailboxes.makeDurable(mailbox)
                 let target = "\(mailbox)/new/\(spool.name)"
                 guard link(spool.path, target) == 0 else { throw MaildirError(path: target, operation: "link", errno: errno) }
                 linked.append(target)
@@ -66,33 +89,38 @@ public struct MaildirWriter: Sendable {
         }
     }
 
-    /// Removes files left in `tmp/` by deliveries that were interrupted (a crash, kill -9). They were
-    /// never acknowledged, so removing them loses nothing. Run at start.
-    public func cleanTemporaryFiles() -> Int {
-        var removed = 0
+    /// Prepares the spool folder and removes what interrupted deliveries (a crash, kill -9, a power cut)
+    /// left in it. They were never acknowledged, so removing them loses nothing — with one exception kept:
+    /// a leftover whose inode some `new/` also names. After a power cut the disk can hold both names with
+    /// a link count of one (the link reached the disk, the count did not); unlinking the spool name would
+    /// then free the inode that `new/` still names. Run at start, before any session.
+    /// - Returns: the files removed, and those kept because a Maildir names them.
+    public func recoverSpool() throws -> (removed: Int, kept: Int) {
+        try mailboxes.createSpool(spoolDirectory)
         let manager = FileManager.default
-        for domain in (try? manager.contentsOfDirectory(atPath: root)) ?? [] {
-            for user in (try? manager.contentsOfDirectory(atPath: "\(root)/\(domain)")) ?? [] {
-                let tmp = "\(root)/\(domain)/\(user)/tmp"
-                for file in (try? manager.contentsOfDirectory(atPath: tmp)) ?? [] where unlink("\(tmp)/\(file)") == 0 {
-                    removed += 1
+        let leftovers = ((try? manager.contentsOfDirectory(atPath: spoolDirectory)) ?? []).filter { !$0.hasPrefix(".") }
+        guard !leftovers.isEmpty else { return (0, 0) }
+        var linkedSomewhere: Set<String> = []
+        let allMailboxes = ((try? manager.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.flatMap { domain in
+            ((try? manager.contentsOfDirectory(atPath: "\(root)/\(domain)")) ?? []).map { "\(root)/\(domain)/\($0)" }
+        }
+        for name in leftovers {
+            var spooled = stat()
+            // A link count the disk knows to be two or more: unlinking the spool name is safe.
+            guard stat("\(spoolDirectory)/\(name)", &spooled) == 0, spooled.st_nlink < 2 else { continue }
+            for mailbox in allMailboxes {
+                var delivered = stat()
+                if stat("\(mailbox)/new/\(name)", &delivered) == 0, delivered.st_ino == spooled.st_ino, delivered.st_dev == spooled.st_dev {
+                    linkedSomewhere.insert(name)
+                    break
                 }
             }
         }
-        return removed
-    }
-
-    private func prepare(_ mailbox: String) throws {
-        for sub in ["tmp", "new", "cur"] {
-            let path = "\(mailbox)/\(sub)"
-            if access(path, F_OK) == 0 { continue }
-            do {
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-                                                        attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw MaildirError(path: path, operation: "mkdir", errno: Self.posixCode(of: error))
-            }
+        var removed = 0
+        for name in leftovers where !linkedSomewhere.contains(name) && unlink("\(spoolDirectory)/\(name)") == 0 {
+            removed += 1
         }
+        return (removed, linkedSomewhere.count)
     }
 
     static func syncDirectory(_ path: String) throws {
@@ -100,13 +128,6 @@ public struct MaildirWriter: Sendable {
         guard fd >= 0 else { throw MaildirError(path: path, operation: "open", errno: errno) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw MaildirError(path: path, operation: "fsync", errno: errno) }
-    }
-
-    private static func posixCode(of error: any Error) -> Int32 {
-        if let posix = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
-            return Int32(posix.code)
-        }
-        return EIO
     }
 }
 

@@ -5,8 +5,14 @@ import NIOPosix
 import Supervision
 
 /// The I/O edge of an SMTP session: feeds received bytes to ``SMTPSession`` and carries out its actions
-/// (replies, spooling to `tmp/`, commits on the commit pool, closing). Pipelined commands are answered in
-/// order; while a message is being committed the channel stops reading, so input never piles up in memory.
+/// (replies, spooling, commits on the commit pool, closing). Pipelined commands are answered in order.
+///
+/// Memory per session is bounded both ways. While a message is being committed the channel stops
+/// reading, so input never piles up. And replies are produced only as fast as the client reads them:
+/// commands are fed to the engine a slice at a time, and once the channel is not writable (more than its
+/// high-water mark of replies waits to be sent) the engine is not fed and the channel not read until it is
+/// writable again — a client that pipelines `HELP` without reading the answers gets at most one slice's
+/// replies beyond the mark, and is cut off by the send timeout.
 final class SMTPHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -29,8 +35,14 @@ final class SMTPHandler: ChannelInboundHandler {
     private var spool: MessageSpool?
     private var spoolError: MaildirError?
     private var message: (id: String, fileName: String)?
-    private var admitted = false
+    /// The peer address holding a session slot, once admitted.
+    private var admitted: String??
     private var quiescing = false
+    /// Whether the channel reads (autoRead), as last set: changed only when it must change.
+    private var reading = true
+    /// Command input is fed to the engine this much at a time, so that replies stop once the channel is
+    /// not writable; message content goes whole (it produces no replies).
+    static let commandSlice = 4096
 
     init(environment: Environment) {
         self.environment = environment
@@ -38,28 +50,41 @@ final class SMTPHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        guard environment.sessions.enter() else {
+        let client = context.channel.remoteAddress?.ipAddress
+        let refusal: String
+        switch environment.sessions.enter(client: client) {
+        case .admitted:
+            refusal = ""
+        case .serviceFull:
             environment.logger.warning("session refused: too many sessions", metadata: ["limit": "\(environment.sessions.limit)"])
-            send("421 4.7.0 \(environment.options.hostName) Too many sessions, try again later", context: context)
+            refusal = "421 4.7.0 \(environment.options.hostName) Too many sessions, try again later"
+        case .clientFull:
+            environment.logger.warning("session refused: too many sessions from one client", metadata: [
+                "client": "\(client ?? "-")", "limit": "\(environment.sessions.perClientLimit)",
+            ])
+            refusal = "421 4.7.0 \(environment.options.hostName) Too many sessions from your address, try again later"
+        }
+        guard refusal.isEmpty else {
+            send(refusal, context: context)
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
             return
         }
-        admitted = true
+        admitted = .some(client)
         send(session.greeting, context: context)
         context.flush()
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if admitted { environment.sessions.leave() }
-        admitted = false
+        if let client = admitted { environment.sessions.leave(client: client) }
+        admitted = nil
         discardSpool()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard admitted else { return }
+        guard admitted != nil else { return }
         var bytes = unwrapInboundIn(data)
         if input == nil || input!.readableBytes == 0 {
             input = bytes
@@ -85,19 +110,42 @@ final class SMTPHandler: ChannelInboundHandler {
         }
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, admitted != nil {
+            drive(context: context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         environment.logger.debug("session error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
-    /// Runs the engine over the input received so far.
+    /// Runs the engine over the input received so far, as far as the channel can take the replies, then
+    /// reads on only if all of it was consumed.
     private func drive(context: ChannelHandlerContext) {
-        guard var buffer = input else { return }
-        input = nil
-        let actions = session.receive(&buffer)
-        if buffer.readableBytes > 0 { input = buffer }
-        perform(actions, context: context)
-        context.flush()
+        if var buffer = input {
+            input = nil
+            while buffer.readableBytes > 0, context.channel.isWritable, !session.isClosed, !session.isAwaitingDelivery {
+                let length = session.isReceivingContent ? buffer.readableBytes : min(buffer.readableBytes, Self.commandSlice)
+                var slice = buffer.getSlice(at: buffer.readerIndex, length: length)!
+                let actions = session.receive(&slice)
+                buffer.moveReaderIndex(forwardBy: length - slice.readableBytes)
+                perform(actions, context: context)
+                context.flush()
+            }
+            if buffer.readableBytes > 0, !session.isClosed { input = buffer }
+        }
+        updateReading(context: context)
+    }
+
+    /// Reads while nothing waits: no input left over, no commit in progress, room for replies.
+    private func updateReading(context: ChannelHandlerContext) {
+        let wanted = input == nil && !session.isAwaitingDelivery && !session.isClosed && context.channel.isWritable
+        guard wanted != reading else { return }
+        reading = wanted
+        context.channel.setOption(ChannelOptions.autoRead, value: wanted).whenComplete { _ in }
     }
 
     private func perform(_ actions: [SMTPSession.Action], context: ChannelHandlerContext) {
@@ -166,7 +214,7 @@ final class SMTPHandler: ChannelInboundHandler {
             return
         }
         // Stop reading until the message is on disk: pipelined input waits in the socket, not in memory.
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        updateReading(context: context)
         let writer = environment.writer
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         environment.commitPool.runIfActive(eventLoop: context.eventLoop) {
@@ -177,7 +225,6 @@ final class SMTPHandler: ChannelInboundHandler {
             case .success: handler.finishDelivery(.delivered(id: id), context: context)
             case .failure(let error): handler.finishDelivery(handler.outcome(of: error, id: id), context: context)
             }
-            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         }
     }
 

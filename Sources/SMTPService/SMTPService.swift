@@ -24,22 +24,31 @@ public struct SMTPService: HostedService {
         writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
         commitPool = NIOThreadPool(numberOfThreads: 32)
         commitPool.start()
-        sessions = ConnectionLimiter(limit: settings.maxSessions)
+        sessions = ConnectionLimiter(limit: settings.maxSessions, perClientLimit: settings.maxSessionsPerClient)
         names = MaildirNames(hostName: writer.hostName)
     }
 
     public func run(_ context: InstanceContext) async throws {
         if context.number == 1, settings.delivery == .maildir {
             // Left by a host that was killed mid-delivery: never acknowledged, so safe to remove.
-            let removed = writer.cleanTemporaryFiles()
-            if removed > 0 { context.logger.notice("removed unfinished deliveries from tmp/", metadata: ["files": "\(removed)"]) }
+            let (removed, kept) = try writer.recoverSpool()
+            if removed > 0 { context.logger.notice("removed unfinished deliveries from the spool", metadata: ["files": "\(removed)"]) }
+            if kept > 0 {
+                context.logger.warning("kept spool files that a Maildir also names (a power cut between link and unlink)",
+                                       metadata: ["files": "\(kept)", "spool": "\(writer.spoolDirectory)"])
+            }
+        }
+        var options = settings.sessionOptions
+        if settings.recipients == .existing {
+            let writer = self.writer
+            options.mailboxExists = { writer.mailboxExists($0) }
         }
         let environment = SMTPHandler.Environment(
-            options: settings.sessionOptions, delivery: settings.delivery, writer: writer, commitPool: commitPool,
+            options: options, delivery: settings.delivery, writer: writer, commitPool: commitPool,
             sessions: sessions, names: names, logger: context.logger,
             fail: { reason in context.fail(InstanceFailure(reason)) })
         let idle = TimeAmount.seconds(Int64(settings.idleTimeoutSeconds))
-        try await ServerInstance.run(context, threads: threads) { channel in
+        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds))) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                 try channel.pipeline.syncOperations.addHandler(SMTPHandler(environment: environment))

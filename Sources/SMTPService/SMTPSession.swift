@@ -14,6 +14,12 @@ public struct Envelope: Sendable, Equatable {
 /// (RFC 3030) and enhanced status codes (RFC 2034, RFC 3463). Memory is bounded whatever the input: a
 /// command line is at most ``Limits/maxCommandLine`` octets, message content is handed out as it arrives
 /// (``Action/messageData(_:)``) and never accumulated here.
+///
+/// Only CRLF ends a line (RFC 5321 §2.3.8). A bare LF in a command line or in DATA content is answered
+/// `521 5.5.2` and the session closed with nothing of its transaction delivered, as Postfix's
+/// `smtpd_forbid_bare_newline = normal` does: otherwise `\n.\n` would end DATA for us while another
+/// server reads on, and the bytes after it would run as commands ("SMTP smuggling", CVE-2023-51764's
+/// class). BDAT chunks are counted octets and stay binary-safe.
 public struct SMTPSession: Sendable {
     public enum Action: Sendable, Equatable {
         case reply(String)
@@ -42,12 +48,24 @@ public struct SMTPSession: Sendable {
         public init() {}
     }
 
-    public struct Options: Sendable, Equatable {
+    public struct Options: Sendable {
         public var hostName: String
         public var domains: Set<String>
         public var limits = Limits()
         /// Fail like the 2002 service on a non-BDAT command inside a chunked transaction.
         public var simulateMS02012 = false
+        /// `smtp.recipients = existing`: whether `local@domain` has a mailbox (nil: any local part is
+        /// accepted). Postmaster is always accepted (RFC 5321 §4.5.1).
+        public var mailboxExists: (@Sendable (_ address: String) -> Bool)?
+
+        /// Where `RCPT TO:<Postmaster>` (no domain) is delivered: the host's own name if it is an accepted
+        /// domain, else `localhost`, else the first accepted domain.
+        var postmasterDomain: String {
+            let host = hostName.lowercased()
+            if domains.contains(host) { return host }
+            if domains.contains("localhost") { return "localhost" }
+            return domains.sorted().first ?? "localhost"
+        }
 
         public init(hostName: String, domains: Set<String>) {
             self.hostName = hostName
@@ -91,6 +109,8 @@ public struct SMTPSession: Sendable {
     var badCommands = 0
     /// The DATA content is over the size limit: the rest is discarded, and `.` gets 552.
     var dataTooLarge = false
+    /// The last DATA octet handed on was a CR: an LF at the start of the next read ends a proper line.
+    var dataAfterCR = false
 
     public init(options: Options) {
         self.options = options
@@ -101,6 +121,13 @@ public struct SMTPSession: Sendable {
     /// Whether the session waits for a delivery to finish (the caller should stop reading).
     public var isAwaitingDelivery: Bool { input == .awaitingDelivery }
     public var isClosed: Bool { input == .closed }
+    /// Whether the next octets are message content (DATA or a BDAT chunk), which produce no replies.
+    public var isReceivingContent: Bool {
+        switch input {
+        case .data, .chunk: return true
+        case .command, .awaitingDelivery, .closed: return false
+        }
+    }
 
     // MARK: - Input
 
@@ -193,7 +220,12 @@ public struct SMTPSession: Sendable {
             }
             line += view[view.startIndex..<newline]
             buffer.moveReaderIndex(forwardBy: length + 1)
-            if line.last == 0x0D { line.removeLast() }
+            guard line.last == 0x0D else {
+                line.removeAll()
+                actions += bareLineFeed()
+                return
+            }
+            line.removeLast()
             let command = line
             line.removeAll(keepingCapacity: true)
             actions += handle(command: command)
@@ -232,6 +264,8 @@ public struct SMTPSession: Sendable {
         switch verb {
         case "HELO", "EHLO":
             guard !argument.isEmpty, !argument.contains(" ") else { return bad("501 5.5.4 Syntax: \(verb) hostname") }
+            // The name goes into the stored Received: header: no control octet may reach it.
+            guard !Self.hasControlOctet(argument) else { return bad("501 5.5.2 Invalid characters in \(verb) hostname") }
             heloName = argument
             transaction = nil
             if verb == "HELO" { return [.reply("250 \(options.hostName)")] }
@@ -281,6 +315,8 @@ public struct SMTPSession: Sendable {
         guard let (path, parameters) = Self.path(argument, keyword: "FROM:") else {
             return bad("501 5.5.4 Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME|BINARYMIME]")
         }
+        // The sender goes into the stored Return-Path: header.
+        guard !Self.hasControlOctet(path) else { return bad("501 5.1.7 Bad sender address syntax") }
         var body = BodyType.sevenBit
         for parameter in parameters {
             // Keep empty pieces: a parameter of just "=" must not leave nothing to look at (found by the fuzzer).
@@ -314,19 +350,26 @@ public struct SMTPSession: Sendable {
         guard let (path, parameters) = Self.path(argument, keyword: "TO:"), !path.isEmpty else {
             return bad("501 5.5.4 Syntax: RCPT TO:<address>")
         }
+        guard !Self.hasControlOctet(path) else { return bad("501 5.1.3 Bad recipient address syntax") }
         guard parameters.isEmpty else { return bad("555 5.5.4 Unsupported RCPT parameter \(parameters[0])") }
-        guard let at = path.lastIndex(of: "@"), at != path.startIndex, path.index(after: at) != path.endIndex else {
+        // RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted.
+        let address = path.lowercased() == "postmaster" ? "postmaster@\(options.postmasterDomain)" : path
+        guard let at = address.lastIndex(of: "@"), at != address.startIndex, address.index(after: at) != address.endIndex else {
             return [.reply("550 5.1.3 Recipient address must be local-part@domain")]
         }
-        let domain = path[path.index(after: at)...].lowercased()
+        let domain = address[address.index(after: at)...].lowercased()
         // Never an open relay (MS02-011 was one).
         guard options.domains.contains(domain) else { return [.reply("550 5.7.1 Relaying denied")] }
-        let localPart = String(path[..<at])
+        let localPart = String(address[..<at])
         guard MaildirWriter.isSafeLocalPart(localPart) else { return [.reply("550 5.1.1 Mailbox name not allowed")] }
+        let recipient = localPart + "@" + domain
+        if let mailboxExists = options.mailboxExists, localPart.lowercased() != "postmaster", !mailboxExists(recipient) {
+            return [.reply("550 5.1.1 <\(recipient)>: Recipient address rejected: no such mailbox")]
+        }
         guard transaction!.recipients.count < options.limits.maxRecipients else {
             return [.reply("452 4.5.3 Too many recipients")]
         }
-        transaction!.recipients.append(localPart + "@" + domain)
+        transaction!.recipients.append(recipient)
         return [.reply("250 2.1.5 Recipient OK")]
     }
 
@@ -415,6 +458,7 @@ public struct SMTPSession: Sendable {
     private mutating func consumeData(_ buffer: inout ByteBuffer, at position: DataPosition, into actions: inout [Action]) {
         switch position {
         case .lineStart:
+            dataAfterCR = false
             if buffer.readableBytesView.first == UInt8(ascii: ".") {
                 buffer.moveReaderIndex(forwardBy: 1)
                 input = .data(.dot)
@@ -422,10 +466,10 @@ public struct SMTPSession: Sendable {
                 input = .data(.midLine)
             }
         case .dot:
-            let next = buffer.readableBytesView.first!
+            guard let next = buffer.readableBytesView.first else { return }
             if next == 0x0A {
-                buffer.moveReaderIndex(forwardBy: 1)
-                endData(into: &actions)
+                // "\n.\n" or "\r\n.\n": a terminator some servers honour and others not.
+                actions += bareLineFeed()
             } else if next == 0x0D {
                 buffer.moveReaderIndex(forwardBy: 1)
                 input = .data(.dotCR)
@@ -440,6 +484,7 @@ public struct SMTPSession: Sendable {
             } else {
                 // ".\r" not followed by LF: the dot was stuffing, the CR is content.
                 emit(ByteBuffer(bytes: [0x0D]), into: &actions)
+                dataAfterCR = true
                 input = .data(.midLine)
             }
         case .midLine:
@@ -448,6 +493,11 @@ public struct SMTPSession: Sendable {
             let view = buffer.readableBytesView
             var searchFrom = view.startIndex
             while let newline = view[searchFrom...].firstIndex(of: 0x0A) {
+                let afterCR = newline == view.startIndex ? dataAfterCR : view[newline - 1] == 0x0D
+                guard afterCR else {
+                    actions += bareLineFeed()
+                    return
+                }
                 let next = newline + 1
                 if next == view.endIndex || view[next] == UInt8(ascii: ".") {
                     emit(buffer.readSlice(length: next - view.startIndex)!, into: &actions)
@@ -456,6 +506,7 @@ public struct SMTPSession: Sendable {
                 }
                 searchFrom = next
             }
+            dataAfterCR = view.last == 0x0D
             emit(buffer.readSlice(length: view.count)!, into: &actions)
         }
     }
@@ -494,6 +545,21 @@ public struct SMTPSession: Sendable {
         return [.reply(reply)] + tooManyErrors()
     }
 
+    /// RFC 5321 §2.3.8: a bare LF is no line ending. The session ends, and whatever its transaction
+    /// received so far is thrown away.
+    private mutating func bareLineFeed() -> [Action] {
+        let wasSpooling = isSpooling
+        input = .closed
+        transaction = nil
+        return (wasSpooling ? [.discardMessage] : [])
+            + [.reply("521 5.5.2 \(options.hostName) Error: bare <LF> received"), .close]
+    }
+
+    /// C0 controls and DEL: never part of a host name or an address, and dangerous in a stored header.
+    static func hasControlOctet(_ text: String) -> Bool {
+        text.utf8.contains { $0 < 0x20 || $0 == 0x7F }
+    }
+
     private mutating func tooManyErrors() -> [Action] {
         let wasSpooling = transaction?.chunking == true
         input = .closed
@@ -521,8 +587,13 @@ public struct SMTPSession: Sendable {
         guard bytes.count >= expected.count, zip(bytes, expected).allSatisfy({ asciiUppercased($0) == $1 }) else { return nil }
         let rest = String(decoding: trimmed(bytes[expected.count...]), as: UTF8.self)
         guard rest.hasPrefix("<"), let close = rest.firstIndex(of: ">") else { return nil }
-        let path = String(rest[rest.index(after: rest.startIndex)..<close])
+        var path = String(rest[rest.index(after: rest.startIndex)..<close])
         if path.contains(where: { $0 == " " || $0 == "<" }) { return nil }
+        // RFC 5321 §4.1.1.3 and appendix C: a source route `@relay,@relay:user@domain` is accepted and ignored.
+        if path.hasPrefix("@") {
+            guard let colon = path.firstIndex(of: ":") else { return nil }
+            path = String(path[path.index(after: colon)...])
+        }
         let parameters = rest[rest.index(after: close)...].split(separator: " ").map(String.init)
         return (path, parameters)
     }

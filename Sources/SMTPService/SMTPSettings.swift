@@ -1,4 +1,5 @@
 import Foundation
+import Supervision
 
 /// The SMTP service's own configuration keys (`smtp.*`), documented in docs/configuration.md.
 public struct SMTPSettings: Sendable {
@@ -7,10 +8,24 @@ public struct SMTPSettings: Sendable {
         "max-message-size": String(25 * 1024 * 1024),
         "max-recipients": "100",
         "max-sessions": "500",
+        "max-sessions-per-client": "20",
         "max-bad-commands": "10",
         "idle-timeout": "300",
+        "send-timeout": "60",
+        "recipients": "any",
         "simulate-ms02-012": "false",
         "delivery": "maildir",
+    ]
+
+    /// The documented range of every numeric key (docs/configuration.md).
+    public static let ranges: [String: ClosedRange<Int>] = [
+        "max-message-size": 1_024...2_147_483_647,
+        "max-recipients": 1...10_000,
+        "max-sessions": 1...1_000_000,
+        "max-sessions-per-client": 1...1_000_000,
+        "max-bad-commands": 1...1_000,
+        "idle-timeout": 1...86_400,
+        "send-timeout": 1...86_400,
     ]
 
     public enum Delivery: String, Sendable {
@@ -20,45 +35,68 @@ public struct SMTPSettings: Sendable {
         case discard
     }
 
+    /// Which local parts of an accepted domain RCPT accepts.
+    public enum Recipients: String, Sendable {
+        /// Any safe local part; its Maildir is created when its first message commits.
+        case any
+        /// Only those whose Maildir exists (`550 5.1.1` otherwise), and `postmaster`.
+        case existing
+    }
+
     /// Domains mail is accepted for; any other recipient domain is relaying and refused.
     public var domains: Set<String>
     public var maxMessageSize: Int
     public var maxRecipients: Int
     public var maxSessions: Int
+    public var maxSessionsPerClient: Int
     public var maxBadCommands: Int
     public var idleTimeoutSeconds: Int
+    /// Replies that make no progress this long close the session (``SendTimeoutHandler``).
+    public var sendTimeoutSeconds: Int
+    public var recipients: Recipients
     /// Maildirs live under `<mailRoot>/<domain>/<local-part>/`.
     public var mailRoot: String
     public var hostName: String
     public var simulateMS02012: Bool
     public var delivery: Delivery
 
-    public init(options: [String: String], stateDirectory: String, hostName: String) throws {
-        func option(_ key: String) -> String { options[key] ?? Self.defaultOptions[key]! }
-        func positive(_ key: String) throws -> Int {
-            guard let value = Int(option(key)), value > 0 else {
-                throw SMTPConfigurationError("smtp.\(key): '\(option(key))' is not a positive integer")
-            }
-            return value
+    /// Reads and checks the `smtp.*` keys; throws ``SettingError`` naming the key.
+    public init(options values: [String: String], stateDirectory: String, hostName: String) throws(SettingError) {
+        let options = ServiceOptions(section: "smtp", values: values, defaults: Self.defaultOptions)
+        func number(_ key: String) throws(SettingError) -> Int { try options.integer(key, in: Self.ranges[key]!) }
+        let listed = options.text("domains").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        for domain in listed where !Self.isDomainName(domain) {
+            throw options.error("domains", "'\(domain)' is not a domain name")
         }
-        let listed = option("domains").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         domains = listed.isEmpty ? ["localhost", hostName.lowercased()] : Set(listed)
-        maxMessageSize = try positive("max-message-size")
-        maxRecipients = try positive("max-recipients")
-        maxSessions = try positive("max-sessions")
-        maxBadCommands = try positive("max-bad-commands")
-        idleTimeoutSeconds = try positive("idle-timeout")
+        maxMessageSize = try number("max-message-size")
+        maxRecipients = try number("max-recipients")
+        maxSessions = try number("max-sessions")
+        maxSessionsPerClient = try number("max-sessions-per-client")
+        maxBadCommands = try number("max-bad-commands")
+        idleTimeoutSeconds = try number("idle-timeout")
+        sendTimeoutSeconds = try number("send-timeout")
+        guard let recipients = Recipients(rawValue: options.text("recipients")) else {
+            throw options.error("recipients", "'\(options.text("recipients"))' is not any or existing")
+        }
+        self.recipients = recipients
         mailRoot = stateDirectory + "/mail"
         self.hostName = hostName
-        switch option("simulate-ms02-012").lowercased() {
-        case "true", "yes", "on", "1": simulateMS02012 = true
-        case "false", "no", "off", "0": simulateMS02012 = false
-        case let other: throw SMTPConfigurationError("smtp.simulate-ms02-012: '\(other)' is not a boolean")
-        }
-        guard let delivery = Delivery(rawValue: option("delivery")) else {
-            throw SMTPConfigurationError("smtp.delivery: '\(option("delivery"))' is not maildir or discard")
+        simulateMS02012 = try options.bool("simulate-ms02-012")
+        guard let delivery = Delivery(rawValue: options.text("delivery")) else {
+            throw options.error("delivery", "'\(options.text("delivery"))' is not maildir or discard")
         }
         self.delivery = delivery
+    }
+
+    /// A domain that is safe as a directory name under the mail root: letters, digits, `-` and `.` (RFC 1035
+    /// §2.3.1), not starting with a dot. Address literals (`[127.0.0.1]`) are not accepted domains.
+    static func isDomainName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 253 && !text.hasPrefix(".") && !text.contains("..")
+            && text.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".")
+            }
     }
 
     var sessionOptions: SMTPSession.Options {
@@ -71,7 +109,3 @@ public struct SMTPSettings: Sendable {
     }
 }
 
-public struct SMTPConfigurationError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    init(_ description: String) { self.description = description }
-}

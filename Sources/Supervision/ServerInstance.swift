@@ -9,10 +9,14 @@ import NIOPosix
 /// can be abandoned while its replacement serves. On a graceful stop it closes its listeners, sends
 /// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
 /// for them; a forced stop closes every connection at once.
+///
+/// Every connection gets a ``SendTimeoutHandler`` first when `sendTimeout` is set: a peer that stops
+/// reading is cut off the same way in every service.
 public enum ServerInstance {
     public static func run(
         _ context: InstanceContext,
         threads: Int = 1,
+        sendTimeout: TimeAmount? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -28,6 +32,13 @@ public enum ServerInstance {
                     .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
                     .childChannelInitializer { channel in
                         connections.insert(channel)
+                        if let sendTimeout {
+                            do {
+                                try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: sendTimeout))
+                            } catch {
+                                return channel.eventLoop.makeFailedFuture(error)
+                            }
+                        }
                         return childChannelInitializer(channel)
                     }
                     .withBoundSocket(descriptor)

@@ -62,7 +62,7 @@ public struct HostConfiguration: Sendable, Equatable {
         isolation = try reader.choice("host.isolation", IsolationMode.self) ?? .isolated
         faultInjection = try reader.bool("host.fault-injection") ?? false
         logLevel = try reader.choice("host.log-level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) ?? "info"
-        maxAbandoned = try reader.integer("supervisor.max-abandoned", minimum: 0) ?? 3
+        maxAbandoned = try reader.integer("supervisor.max-abandoned", in: 0...1_000) ?? 3
 
         let defaults = try reader.supervision(prefix: "supervisor", base: SupervisionSettings())
         for entry in catalog {
@@ -71,13 +71,34 @@ public struct HostConfiguration: Sendable, Equatable {
             if let listen = try reader.string("\(entry.name).listen") {
                 service.listen = listen.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             }
-            service.threads = try reader.integer("\(entry.name).threads", minimum: 1) ?? System.coreCount
+            service.threads = try reader.integer("\(entry.name).threads", in: 1...256) ?? System.coreCount
             service.supervision = try reader.supervision(prefix: entry.name, base: defaults)
             for (option, defaultValue) in entry.options {
                 service.options[option] = values["\(entry.name).\(option)"]?.value ?? defaultValue
             }
+            let context = ServiceContext(options: service.options, stateDirectory: stateDirectory, threads: service.threads,
+                                         hostName: ProcessInfo.processInfo.hostName, services: [])
+            do {
+                try entry.check(context)
+            } catch {
+                throw reader.error("\(error.section).\(error.key)", error.problem)
+            }
             services[entry.name] = service
         }
+    }
+
+    /// The documented ranges of the supervision keys (docs/configuration.md). Zero is refused where it
+    /// would turn a safeguard off (a restart window of 0 s counts no restarts; a liveness timeout of 0
+    /// declares every instance hung); the upper bounds keep every duration far from overflowing.
+    enum Ranges {
+        static let maxRestarts = 0...1_000_000
+        /// Seconds.
+        static let restartWindow = 0.001...604_800.0
+        static let stablePeriod = 0.0...604_800.0
+        /// Milliseconds.
+        static let backoff = 0...3_600_000
+        static let timeout = 1...3_600_000
+        static let shutdownTimeout = 0...3_600_000
     }
 
     /// Reads typed values and reports errors with the key and where the value came from.
@@ -96,28 +117,22 @@ public struct HostConfiguration: Sendable, Equatable {
 
         func bool(_ key: String) throws -> Bool? {
             guard let value = values[key]?.value else { return nil }
-            switch value.lowercased() {
-            case "true", "yes", "on", "1": return true
-            case "false", "no", "off", "0": return false
-            default: throw error(key, "'\(value)' is not a boolean (true or false)")
-            }
+            guard let flag = SettingValue.bool(value) else { throw error(key, "'\(value)' is not a boolean (true or false)") }
+            return flag
         }
 
-        func integer(_ key: String, minimum: Int) throws -> Int? {
+        func integer(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
             guard let value = values[key]?.value else { return nil }
-            guard let number = Int(value) else { throw error(key, "'\(value)' is not an integer") }
-            guard number >= minimum else { throw error(key, "\(number) is below the minimum \(minimum)") }
-            return number
+            return try SettingValue.integer(value, in: range).mapError { error(key, $0.description) }.get()
         }
 
-        func milliseconds(_ key: String) throws -> Duration? {
-            try integer(key, minimum: 0).map { .milliseconds($0) }
+        func milliseconds(_ key: String, in range: ClosedRange<Int>) throws -> Duration? {
+            try integer(key, in: range).map { .milliseconds($0) }
         }
 
-        func seconds(_ key: String) throws -> Duration? {
+        func seconds(_ key: String, in range: ClosedRange<Double>) throws -> Duration? {
             guard let value = values[key]?.value else { return nil }
-            guard let number = Double(value), number >= 0 else { throw error(key, "'\(value)' is not a number of seconds") }
-            return .milliseconds(Int64(number * 1000))
+            return try SettingValue.seconds(value, in: range).mapError { error(key, $0.description) }.get()
         }
 
         func choice(_ key: String, _ allowed: [String]) throws -> String? {
@@ -134,19 +149,17 @@ public struct HostConfiguration: Sendable, Equatable {
         func supervision(prefix: String, base: SupervisionSettings) throws -> SupervisionSettings {
             var settings = base
             settings.restartPolicy = try choice("\(prefix).restart-policy", RestartPolicy.self) ?? base.restartPolicy
-            settings.maxRestarts = try integer("\(prefix).max-restarts", minimum: 0) ?? base.maxRestarts
-            settings.restartWindow = try seconds("\(prefix).restart-window") ?? base.restartWindow
+            settings.maxRestarts = try integer("\(prefix).max-restarts", in: Ranges.maxRestarts) ?? base.maxRestarts
+            settings.restartWindow = try seconds("\(prefix).restart-window", in: Ranges.restartWindow) ?? base.restartWindow
             settings.onMaxRestarts = try choice("\(prefix).on-max-restarts", IntensityOutcome.self) ?? base.onMaxRestarts
-            settings.backoffInitial = try milliseconds("\(prefix).backoff-initial") ?? base.backoffInitial
-            settings.backoffMax = try milliseconds("\(prefix).backoff-max") ?? base.backoffMax
-            settings.stablePeriod = try seconds("\(prefix).stable-period") ?? base.stablePeriod
-            settings.livenessInterval = try milliseconds("\(prefix).liveness-interval") ?? base.livenessInterval
-            settings.livenessTimeout = try milliseconds("\(prefix).liveness-timeout") ?? base.livenessTimeout
-            settings.startupTimeout = try milliseconds("\(prefix).startup-timeout") ?? base.startupTimeout
-            settings.shutdownTimeout = try milliseconds("\(prefix).shutdown-timeout") ?? base.shutdownTimeout
+            settings.backoffInitial = try milliseconds("\(prefix).backoff-initial", in: Ranges.backoff) ?? base.backoffInitial
+            settings.backoffMax = try milliseconds("\(prefix).backoff-max", in: Ranges.backoff) ?? base.backoffMax
+            settings.stablePeriod = try seconds("\(prefix).stable-period", in: Ranges.stablePeriod) ?? base.stablePeriod
+            settings.livenessInterval = try milliseconds("\(prefix).liveness-interval", in: Ranges.timeout) ?? base.livenessInterval
+            settings.livenessTimeout = try milliseconds("\(prefix).liveness-timeout", in: Ranges.timeout) ?? base.livenessTimeout
+            settings.startupTimeout = try milliseconds("\(prefix).startup-timeout", in: Ranges.timeout) ?? base.startupTimeout
+            settings.shutdownTimeout = try milliseconds("\(prefix).shutdown-timeout", in: Ranges.shutdownTimeout) ?? base.shutdownTimeout
             if settings.backoffMax < settings.backoffInitial { settings.backoffMax = settings.backoffInitial }
-            if settings.livenessInterval == .zero { throw error("\(prefix).liveness-interval", "must be above 0") }
-            if settings.livenessTimeout == .zero { throw error("\(prefix).liveness-timeout", "must be above 0") }
             return settings
         }
     }
