@@ -57,8 +57,9 @@ public struct HTTPService: HostedService {
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPServerPipelineHandler())
         if let accessLog { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
-        try pipeline.addHandler(RequestGuard(settings: settings))
-        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files))
+        let pacer = ResponsePacer()
+        try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer))
+        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer))
     }
 }
 

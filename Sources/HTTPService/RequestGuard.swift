@@ -14,17 +14,22 @@ final class RequestGuard: ChannelInboundHandler {
     typealias InboundOut = HTTPServerRequestPart
 
     private let settings: HTTPSettings
+    private let pacer: ResponsePacer
     /// The request being checked, and whether it was refused (its remaining parts are then dropped).
     private var current: (head: HTTPRequestHead, refused: Bool, bodyBytes: Int)?
 
-    init(settings: HTTPSettings) { self.settings = settings }
+    init(settings: HTTPSettings, pacer: ResponsePacer) {
+        self.settings = settings
+        self.pacer = pacer
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             if let refusal = check(head) {
                 current = (head, true, 0)
-                SimpleResponse.send(refusal.status, to: head, context: context, headers: refusal.headers, close: refusal.close)
+                SimpleResponse.send(refusal.status, to: head, context: context, headers: refusal.headers, close: refusal.close,
+                                    pacer: pacer)
                 return
             }
             current = (head, false, 0)
@@ -35,7 +40,7 @@ final class RequestGuard: ChannelInboundHandler {
             current = request
             if request.bodyBytes > settings.maxBodySize {
                 current?.refused = true
-                SimpleResponse.send(.payloadTooLarge, to: request.head, context: context, close: true)
+                SimpleResponse.send(.payloadTooLarge, to: request.head, context: context, close: true, pacer: pacer)
             }
             // Within the limit the body is dropped here: nothing after this handler reads one.
         case .end:

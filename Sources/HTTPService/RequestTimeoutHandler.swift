@@ -22,9 +22,11 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     /// Requests decoded and not yet answered: pipelined requests wait behind the one being answered, and
     /// the connection is idle only when none is left.
     private var unanswered = 0
-    /// One timer per connection, re-armed lazily: requests move `deadline`, and the timer, when it fires
-    /// early, sleeps again until it (scheduling and cancelling a timer per request showed up in profiles).
-    private var timer: Scheduled<Void>?
+    /// One timer per connection, re-armed lazily: requests move `deadline` later, and the timer, when it
+    /// fires early, sleeps again until it (scheduling and cancelling a timer per request showed up in
+    /// profiles). Only a deadline earlier than the timer's (a head or body timeout after the keep-alive
+    /// one) replaces it.
+    private var timer: (task: Scheduled<Void>, due: NIODeadline)?
     private var deadline: NIODeadline?
     private var context: ChannelHandlerContext?
 
@@ -75,8 +77,15 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
             if phase == .readingBody { arm(head, context: context) }
         case .end:
             if phase == .readingBody {
-                phase = .inRequest
-                deadline = nil
+                // The response may have gone out already (a refusal at the head): then the connection is
+                // idle now.
+                if unanswered == 0 {
+                    phase = .idle
+                    arm(keepAlive, context: context)
+                } else {
+                    phase = .inRequest
+                    deadline = nil
+                }
             }
         }
         context.fireChannelRead(data)
@@ -93,7 +102,8 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     func responseEnded() {
         guard unanswered > 0, let context else { return }
         unanswered -= 1
-        if unanswered == 0 {
+        // A body still arriving keeps its own timeout: the connection is not idle until it has.
+        if unanswered == 0, phase != .readingBody {
             phase = .idle
             arm(keepAlive, context: context)
         }
@@ -102,18 +112,22 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     private func arm(_ delay: TimeAmount, context: ChannelHandlerContext) {
         let due = NIODeadline.now() + delay
         deadline = due
-        if timer == nil { schedule(at: due, context: context) }
+        if let timer {
+            guard due < timer.due else { return }
+            timer.task.cancel()
+        }
+        schedule(at: due, context: context)
     }
 
     private func disarm() {
         deadline = nil
-        timer?.cancel()
+        timer?.task.cancel()
         timer = nil
     }
 
     private func schedule(at due: NIODeadline, context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: due) {
+        let task = context.eventLoop.scheduleTask(deadline: due) {
             let (handler, context) = loopBound.value
             handler.timer = nil
             guard let deadline = handler.deadline else { return }  // disarmed: a request is in progress
@@ -124,6 +138,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
                 handler.expired(context: context)
             }
         }
+        timer = (task, due)
     }
 
     private func expired(context: ChannelHandlerContext) {

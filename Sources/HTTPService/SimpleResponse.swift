@@ -4,7 +4,7 @@ import NIOHTTP1
 /// Writes a complete response with a small text body (errors, redirects, 304), honouring keep-alive.
 enum SimpleResponse {
     static func send(_ status: HTTPResponseStatus, to request: HTTPRequestHead, context: ChannelHandlerContext,
-                     headers extra: [(String, String)] = [], close: Bool = false) {
+                     headers extra: [(String, String)] = [], close: Bool = false, pacer: ResponsePacer) {
         // A HEAD response carries the headers a GET would have, without the content (RFC 9110 §9.3.2).
         let text = "\(status.code) \(status.reasonPhrase)\n"
         let hasBody = status.mayHaveResponseBody && request.method != .HEAD
@@ -24,12 +24,15 @@ enum SimpleResponse {
         } else {
             context.write(NIOAny(head), promise: last)
         }
-        end(request: request, keepAlive: keepAlive, after: last, context: context)
+        end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
     }
 
     /// Answers what is no request NIO's pipelining handler knows of (a malformed one, a head that never
     /// completed) and closes the connection once the answer is out.
     static func sendAndClose(_ status: HTTPResponseStatus, context: ChannelHandlerContext) {
+        // A connection already closing (a graceful stop closed it, and the decoder reports the request it
+        // cut short) gets nothing: NIO's pipelining handler refuses writes once it has closed.
+        guard context.channel.isActive else { return }
         let text = "\(status.code) \(status.reasonPhrase)\n"
         let headers = HTTPHeaders([("Connection", "close"), ("Content-Length", String(text.utf8.count)),
                                    ("Content-Type", "text/plain; charset=utf-8"), ("Server", "inetinfo")])
@@ -47,7 +50,8 @@ enum SimpleResponse {
     }
 
     /// Ends a response whose last part was written with `last` (see ``lastPartPromise(_:)``): at once, or
-    /// once that part has gone out.
+    /// once that part has gone out; or in a task of its own when the connection has ended its share of
+    /// responses for this turn of the event loop (``ResponsePacer``).
     ///
     /// Until a response ends, NIO's `HTTPServerPipelineHandler` holds pipelined requests back and stops
     /// reading; so a client that sends requests without reading the answers (pipelined `HEAD`s, 404s,
@@ -56,10 +60,15 @@ enum SimpleResponse {
     /// response makes NIO deliver the next pipelined request at once, and a write that completes during a
     /// flush would otherwise nest one response inside the other, a stack frame per request. A failed
     /// write means the connection is gone: close it rather than answer the next request.
-    static func end(request: HTTPRequestHead, keepAlive: Bool, after last: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard let last else { return end(request: request, keepAlive: keepAlive, context: context) }
-        context.flush()
+    static func end(request: HTTPRequestHead, keepAlive: Bool, after last: EventLoopPromise<Void>?, pacer: ResponsePacer,
+                    context: ChannelHandlerContext) {
         let ending = NIOLoopBound(context, eventLoop: context.eventLoop)
+        guard let last else {
+            if pacer.mayEndNow(on: context.eventLoop) { return end(request: request, keepAlive: keepAlive, context: context) }
+            context.flush()
+            return context.eventLoop.execute { end(request: request, keepAlive: keepAlive, context: ending.value) }
+        }
+        context.flush()
         last.futureResult.whenComplete { result in
             let context = ending.value
             guard case .success = result else { return context.close(promise: nil) }

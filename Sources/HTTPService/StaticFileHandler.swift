@@ -14,11 +14,13 @@ final class StaticFileHandler: ChannelInboundHandler {
 
     private let root: String
     private let cache: FileCache
+    private let pacer: ResponsePacer
     private var head: HTTPRequestHead?
 
-    init(root: String, cache: FileCache) {
+    init(root: String, cache: FileCache, pacer: ResponsePacer) {
         self.root = root
         self.cache = cache
+        self.pacer = pacer
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -82,13 +84,13 @@ final class StaticFileHandler: ChannelInboundHandler {
         let entry: FileCache.Entry
         var fd: Int32
         switch lookup(request.uri) {
-        case .refused(let status, let headers): return SimpleResponse.send(status, to: request, context: context, headers: headers)
+        case .refused(let status, let headers): return SimpleResponse.send(status, to: request, context: context, headers: headers, pacer: pacer)
         case .file(let found, let descriptor): (entry, fd) = (found, descriptor)
         }
         defer { if fd >= 0 { close(fd) } }
         let size = entry.validators.size
         if entry.validators.notModified(request.headers) {
-            return SimpleResponse.send(.notModified, to: request, context: context, headers: entry.validatorHeaders)
+            return SimpleResponse.send(.notModified, to: request, context: context, headers: entry.validatorHeaders, pacer: pacer)
         }
         var status = HTTPResponseStatus.ok
         var range = 0..<size
@@ -102,7 +104,7 @@ final class StaticFileHandler: ChannelInboundHandler {
                 headers.add(name: "Content-Range", value: "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(size)")
             case .unsatisfiable:
                 return SimpleResponse.send(.rangeNotSatisfiable, to: request, context: context,
-                                           headers: [("Content-Range", "bytes */\(size)")])
+                                           headers: [("Content-Range", "bytes */\(size)")], pacer: pacer)
             case .ignored:
                 break
             }
@@ -113,7 +115,7 @@ final class StaticFileHandler: ChannelInboundHandler {
         if request.method == .HEAD || range.isEmpty {
             let last = SimpleResponse.lastPartPromise(context)
             context.write(head, promise: last)
-            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
+            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
         }
         context.write(head, promise: nil)
         if let content = entry.content {
@@ -122,7 +124,7 @@ final class StaticFileHandler: ChannelInboundHandler {
             let last = SimpleResponse.lastPartPromise(context)
             let slice = content.getSlice(at: content.readerIndex + range.lowerBound, length: range.count) ?? ByteBuffer()
             context.write(wrapOutboundOut(.body(.byteBuffer(slice))), promise: last)
-            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
+            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
         }
         // A file region always waits for its content to go out before the response ends: its descriptor
         // stays open until then, and must not be one per pipelined request.
@@ -132,7 +134,7 @@ final class StaticFileHandler: ChannelInboundHandler {
         let last = context.eventLoop.makePromise(of: Void.self)
         last.futureResult.whenComplete { _ in try? handle.close() }
         context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: last)
-        SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
+        SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
     }
 
     /// Reads a (page-cached, local) file whole; nil if it came up short, and sendfile is used instead.

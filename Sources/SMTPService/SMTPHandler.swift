@@ -43,6 +43,12 @@ final class SMTPHandler: ChannelInboundHandler {
     /// Command input is fed to the engine this much at a time, so that replies stop once the channel is
     /// not writable; message content goes whole (it produces no replies).
     static let commandSlice = 4096
+    /// Slices of command input per turn of the event loop: past them the rest waits for a task of its
+    /// own, so that one client pipelining thousands of commands does not hold the loop (its other
+    /// sessions, and the supervisor's liveness ping) for as long as they take.
+    static let commandSlicesPerTurn = 4
+    /// A continuation of ``drive(context:)`` is queued.
+    private var resumeQueued = false
 
     init(environment: Environment) {
         self.environment = environment
@@ -127,7 +133,15 @@ final class SMTPHandler: ChannelInboundHandler {
     private func drive(context: ChannelHandlerContext) {
         if var buffer = input {
             input = nil
+            var slices = 0
             while buffer.readableBytes > 0, context.channel.isWritable, !session.isClosed, !session.isAwaitingDelivery {
+                if !session.isReceivingContent {
+                    guard slices < Self.commandSlicesPerTurn else {
+                        resumeNextTurn(context: context)
+                        break
+                    }
+                    slices += 1
+                }
                 let length = session.isReceivingContent ? buffer.readableBytes : min(buffer.readableBytes, Self.commandSlice)
                 var slice = buffer.getSlice(at: buffer.readerIndex, length: length)!
                 let actions = session.receive(&slice)
@@ -138,6 +152,18 @@ final class SMTPHandler: ChannelInboundHandler {
             if buffer.readableBytes > 0, !session.isClosed { input = buffer }
         }
         updateReading(context: context)
+    }
+
+    private func resumeNextTurn(context: ChannelHandlerContext) {
+        guard !resumeQueued else { return }
+        resumeQueued = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.resumeQueued = false
+            guard handler.admitted != nil, context.channel.isActive else { return }
+            handler.drive(context: context)
+        }
     }
 
     /// Reads while nothing waits: no input left over, no commit in progress, room for replies.

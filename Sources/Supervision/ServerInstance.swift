@@ -30,6 +30,10 @@ public enum ServerInstance {
                     // that piles up during a restart) then wait for seconds.
                     .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
                     .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+                    // One read (up to 64 KiB) per connection per turn of the loop, not NIO's default
+                    // four: a client that pipelines thousands of requests in one burst then gets its
+                    // turn like every other connection, and the liveness ping is not kept waiting.
+                    .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
                     .childChannelInitializer { channel in
                         connections.insert(channel)
                         if let sendTimeout {
