@@ -45,7 +45,9 @@ final class FileCache: Sendable {
                                               + [("Content-Type", contentType), ("Content-Length", String(validators.size))])
         }
 
-        var cost: Int { 256 + file.utf8.count + probe.utf8.count + (content?.readableBytes ?? 0) }
+        /// What an entry costs the budget under `key`: the key (a request path, up to
+        /// `http.max-request-line` octets) counts as much as the paths and content it maps to.
+        func cost(key: String) -> Int { 256 + key.utf8.count + file.utf8.count + probe.utf8.count + (content?.readableBytes ?? 0) }
     }
 
     /// What makes two stat(2) results the same unchanged file.
@@ -91,7 +93,7 @@ final class FileCache: Sendable {
         var info = stat()
         if stat(entry.probe, &info) == 0, Identity(info) == entry.identity { return entry }
         state.withLockedValue { state in
-            if let removed = state.entries.removeValue(forKey: key) { state.cost -= removed.cost }
+            if let removed = state.entries.removeValue(forKey: key) { state.cost -= removed.cost(key: key) }
         }
         return nil
     }
@@ -103,17 +105,17 @@ final class FileCache: Sendable {
     }
 
     func insert(_ entry: Entry, for key: String) {
-        let cost = entry.cost
+        let cost = entry.cost(key: key)
         guard cost <= capacity else { return }
         state.withLockedValue { state in
-            if let replaced = state.entries.updateValue(entry, forKey: key) { state.cost -= replaced.cost }
+            if let replaced = state.entries.updateValue(entry, forKey: key) { state.cost -= replaced.cost(key: key) }
             state.cost += cost
             // Over budget: drop arbitrary entries (a dictionary's order) until it fits. A busy site keeps
             // re-adding what it serves most; no recency is tracked on the hot path.
             while state.cost > capacity || state.entries.count > Self.maxEntries,
                   let victim = state.entries.first(where: { $0.key != key }) {
                 state.entries.removeValue(forKey: victim.key)
-                state.cost -= victim.value.cost
+                state.cost -= victim.value.cost(key: victim.key)
             }
         }
     }

@@ -3,7 +3,9 @@ import NIOHTTP1
 
 /// Cuts off idle and slow clients: a connection with no request for the keep-alive timeout is closed
 /// quietly; one that started a request but has not finished its head within the head timeout gets 408
-/// and is closed (slow-header attacks, "slowloris").
+/// and is closed (slow-header attacks, "slowloris"); so does a request whose body stops arriving: the
+/// same timeout runs from each body part received (`Content-Length: 1`, then silence, held a
+/// connection forever once).
 ///
 /// It learns of a request's first byte from ``RequestActivityMarker``, of its head by reading it, and of
 /// the end of each response from ``ResponseEncoder`` (not by watching every outbound part itself: each
@@ -12,7 +14,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
-    enum Phase { case idle, readingHead, inRequest }
+    enum Phase { case idle, readingHead, readingBody, inRequest }
 
     private let keepAlive: TimeAmount
     private let head: TimeAmount
@@ -59,12 +61,31 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
             unanswered += 1
-            phase = .inRequest
-            deadline = nil
+            if Self.hasBody(head) {
+                phase = .readingBody
+                arm(self.head, context: context)
+            } else {
+                phase = .inRequest
+                deadline = nil
+            }
+        case .body:
+            if phase == .readingBody { arm(head, context: context) }
+        case .end:
+            if phase == .readingBody {
+                phase = .inRequest
+                deadline = nil
+            }
         }
         context.fireChannelRead(data)
+    }
+
+    /// RFC 9112 §6.3: a request has content when it says how long it is or that it is chunked.
+    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
+        if let length = head.headers.first(name: "Content-Length") { return length != "0" }
+        return head.headers.contains(name: "Transfer-Encoding")
     }
 
     /// A response was ended (see ``ResponseEncoder``): once every request read is answered, the
@@ -111,6 +132,13 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
             context.close(promise: nil)
         case .readingHead:
             SimpleResponse.sendAndClose(.requestTimeout, context: context)
+        case .readingBody:
+            // The 408 may go out only if no earlier response is still being written.
+            if unanswered <= 1 {
+                SimpleResponse.sendAndClose(.requestTimeout, context: context)
+            } else {
+                context.close(promise: nil)
+            }
         case .inRequest:
             break
         }

@@ -16,11 +16,15 @@ enum SimpleResponse {
         }
         let keepAlive = request.isKeepAlive && !close
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        let head = HTTPServerResponsePart.head(HTTPResponseHead(version: request.version, status: status, headers: headers))
+        let last = lastPartPromise(context)
         if hasBody {
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
+            context.write(NIOAny(head), promise: nil)
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: text)))), promise: last)
+        } else {
+            context.write(NIOAny(head), promise: last)
         }
-        end(request: request, keepAlive: keepAlive, context: context)
+        end(request: request, keepAlive: keepAlive, after: last, context: context)
     }
 
     /// Answers what is no request NIO's pipelining handler knows of (a malformed one, a head that never
@@ -33,6 +37,36 @@ enum SimpleResponse {
         context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// The promise to write a response's last part with: nil while the channel is writable (the response
+    /// ends at once, and the hot path allocates nothing), else one that ``end(request:keepAlive:after:context:)``
+    /// waits for.
+    static func lastPartPromise(_ context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
+        context.channel.isWritable ? nil : context.eventLoop.makePromise()
+    }
+
+    /// Ends a response whose last part was written with `last` (see ``lastPartPromise(_:)``): at once, or
+    /// once that part has gone out.
+    ///
+    /// Until a response ends, NIO's `HTTPServerPipelineHandler` holds pipelined requests back and stops
+    /// reading; so a client that sends requests without reading the answers (pipelined `HEAD`s, 404s,
+    /// 304s) gets at most the channel's high-water mark of responses queued (and one more), not one per
+    /// request sent. The end is written from a fresh event loop task, not from the completion: ending a
+    /// response makes NIO deliver the next pipelined request at once, and a write that completes during a
+    /// flush would otherwise nest one response inside the other, a stack frame per request. A failed
+    /// write means the connection is gone: close it rather than answer the next request.
+    static func end(request: HTTPRequestHead, keepAlive: Bool, after last: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        guard let last else { return end(request: request, keepAlive: keepAlive, context: context) }
+        context.flush()
+        let ending = NIOLoopBound(context, eventLoop: context.eventLoop)
+        last.futureResult.whenComplete { result in
+            let context = ending.value
+            guard case .success = result else { return context.close(promise: nil) }
+            context.eventLoop.execute {
+                end(request: request, keepAlive: keepAlive, context: ending.value)
+            }
+        }
     }
 
     /// Ends a response; closes the connection after it when keep-alive is off.

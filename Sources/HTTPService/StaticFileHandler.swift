@@ -48,28 +48,21 @@ final class StaticFileHandler: ChannelInboundHandler {
             if entry.content != nil { return .file(entry, descriptor: -1) }
             // Large content is read from the file: the descriptor must be the cached file still, or
             // the request is resolved again.
-            let fd = open(entry.file, O_RDONLY | O_CLOEXEC)
-            var info = stat()
-            if fd >= 0, fstat(fd, &info) == 0, FileCache.Identity(info) == entry.identity {
-                return .file(entry, descriptor: fd)
+            if let (fd, info) = FileIdentity(device: entry.identity.device, inode: entry.identity.inode).open(entry.file) {
+                if FileCache.Identity(info) == entry.identity { return .file(entry, descriptor: fd) }
+                close(fd)
             }
-            if fd >= 0 { close(fd) }
         }
-        let path: String, probe: String
+        let path: String, probe: String, identity: FileIdentity
         switch WebRootPath.resolve(target: target, root: root) {
         case .badRequest: return .refused(.badRequest, headers: [])
         case .notFound: return .refused(.notFound, headers: [])
         case .directoryWithoutSlash(let location): return .refused(.movedPermanently, headers: [("Location", location)])
-        case .file(let resolved, let requested): (path, probe) = (resolved, requested)
+        case .file(let resolved, let requested, let checked): (path, probe, identity) = (resolved, requested, checked)
         }
         // open(2) and fstat(2) on a local file are quick; doing them on the event loop saves two thread
         // hops per request.
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        var info = stat()
-        guard fd >= 0, fstat(fd, &info) == 0 else {
-            if fd >= 0 { close(fd) }
-            return .refused(.notFound, headers: [])
-        }
+        guard let (fd, info) = identity.open(path) else { return .refused(.notFound, headers: []) }
         let validators = Validators(size: Int(info.st_size), modifiedSeconds: Int(info.st_mtim.tv_sec),
                                     modifiedNanoseconds: Int(info.st_mtim.tv_nsec))
         var entry = FileCache.Entry(file: path, probe: probe, identity: FileCache.Identity(info), validators: validators,
@@ -116,43 +109,30 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
         let keepAlive = request.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
-        var sending: EventLoopFuture<Void>?
+        let head = wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers)))
         if request.method == .HEAD || range.isEmpty {
-            // Headers only.
-        } else if let content = entry.content {
-            // Small content goes in the same write as the head: one segment on the wire instead of a
-            // write for the head and a sendfile(2) for the body.
-            let body = wrapOutboundOut(.body(.byteBuffer(content.getSlice(at: content.readerIndex + range.lowerBound, length: range.count)!)))
-            if context.channel.isWritable {
-                context.write(body, promise: nil)
-            } else {
-                sending = context.write(body)
-            }
-        } else {
-            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
-            fd = -1
-            let region = FileRegion(fileHandle: handle, readerIndex: range.lowerBound, endIndex: range.upperBound)
-            sending = context.write(wrapOutboundOut(.body(.fileRegion(region))))
-            sending?.whenComplete { _ in try? handle.close() }
+            let last = SimpleResponse.lastPartPromise(context)
+            context.write(head, promise: last)
+            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
         }
-        guard let sending else { return SimpleResponse.end(request: request, keepAlive: keepAlive, context: context) }
-        // A response that cannot go out at once ends only once its content has: until then NIO's
-        // HTTPServerPipelineHandler holds pipelined requests back and stops reading, so a client that sends
-        // requests without reading the answers cannot make us queue a descriptor or a buffer per request.
-        // The end is written from a fresh event loop task, not from the completion: ending a response
-        // makes NIO deliver the next pipelined request at once, and a content write that completes during
-        // the flush would otherwise nest one response inside the other, a stack frame per request.
-        // A failed write means the connection is gone: close it rather than answer the next request.
-        context.flush()
-        let ending = NIOLoopBound(context, eventLoop: context.eventLoop)
-        sending.whenComplete { result in
-            let context = ending.value
-            guard case .success = result else { return context.close(promise: nil) }
-            context.eventLoop.execute {
-                SimpleResponse.end(request: request, keepAlive: keepAlive, context: ending.value)
-            }
+        context.write(head, promise: nil)
+        if let content = entry.content {
+            // Small content goes in the same write as the head (ResponseEncoder joins them): one segment
+            // on the wire instead of a write for the head and a sendfile(2) for the body.
+            let last = SimpleResponse.lastPartPromise(context)
+            let slice = content.getSlice(at: content.readerIndex + range.lowerBound, length: range.count) ?? ByteBuffer()
+            context.write(wrapOutboundOut(.body(.byteBuffer(slice))), promise: last)
+            return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
         }
+        // A file region always waits for its content to go out before the response ends: its descriptor
+        // stays open until then, and must not be one per pipelined request.
+        let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
+        fd = -1
+        let region = FileRegion(fileHandle: handle, readerIndex: range.lowerBound, endIndex: range.upperBound)
+        let last = context.eventLoop.makePromise(of: Void.self)
+        last.futureResult.whenComplete { _ in try? handle.close() }
+        context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: last)
+        SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, context: context)
     }
 
     /// Reads a (page-cached, local) file whole; nil if it came up short, and sendfile is used instead.

@@ -3,12 +3,14 @@ import Glibc
 /// Maps a request target to a file inside the web root, or says why it cannot.
 ///
 /// The path is percent-decoded once; `..` segments, backslashes and NUL are refused, and the result is
-/// resolved with realpath(3) so that a symlink pointing outside the root is refused too.
+/// resolved with realpath(3) so that a symlink pointing outside the root is refused too. The caller opens
+/// the real path with `O_NOFOLLOW` and checks that it is still the file resolved here (``FileIdentity``):
+/// a symlink or a FIFO swapped in between the check and the open is refused, not followed or blocked on.
 enum WebRootPath {
     enum Resolution: Equatable {
         /// `path` is the real path (inside the root, no symlinks); `probe` the path as requested below the
         /// root, which names the same file as long as nothing on the way changes (see ``FileCache``).
-        case file(path: String, probe: String)
+        case file(path: String, probe: String, identity: FileIdentity)
         case notFound
         case badRequest
         /// A directory asked for without the trailing slash: redirect, so relative links work.
@@ -34,13 +36,14 @@ enum WebRootPath {
         var info = stat()
         guard stat(resolved, &info) == 0 else { return .notFound }
         if (info.st_mode & S_IFMT) == S_IFDIR {
-            if !path.hasSuffix("/") { return .directoryWithoutSlash(location: path + "/") }
+            // Never `Location: //host/…`: a browser reads that as another site. One leading slash.
+            if !path.hasSuffix("/") { return .directoryWithoutSlash(location: "/" + path.drop { $0 == "/" } + "/") }
             candidate += "/index.html"
             guard let index = inside(resolved + "/index.html", root: root), stat(index, &info) == 0 else { return .notFound }
             resolved = index
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else { return .notFound }
-        return .file(path: resolved, probe: candidate)
+        return .file(path: resolved, probe: candidate, identity: FileIdentity(info))
     }
 
     private static func inside(_ path: String, root: String) -> String? {
@@ -48,6 +51,36 @@ enum WebRootPath {
         defer { free(pointer) }
         let resolved = String(cString: pointer)
         return resolved == root || resolved.hasPrefix(root.hasSuffix("/") ? root : root + "/") ? resolved : nil
+    }
+}
+
+/// Which file a path named when it was checked: an open of the path must find the same one.
+struct FileIdentity: Equatable, Sendable {
+    var device: UInt
+    var inode: UInt
+
+    init(_ info: stat) {
+        device = UInt(info.st_dev)
+        inode = UInt(info.st_ino)
+    }
+
+    init(device: UInt, inode: UInt) {
+        self.device = device
+        self.inode = inode
+    }
+
+    /// Opens `path` for reading if it is still this regular file: the last component is not followed if
+    /// it became a symlink, a FIFO does not block the event loop (`O_NONBLOCK`), and anything else that
+    /// took its place is refused. Returns the descriptor and its status, or nil.
+    func open(_ path: String) -> (fd: Int32, info: stat)? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        var info = stat()
+        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, FileIdentity(info) == self else {
+            close(fd)
+            return nil
+        }
+        return (fd, info)
     }
 }
 

@@ -14,9 +14,12 @@ struct WatchdogPinger: Service {
     let logger: Logger
 
     func run() async throws {
-        let period = Duration.microseconds(Int64(intervalMicroseconds / 2))
+        // WATCHDOG_USEC comes from the environment: a day is more than any watchdog means, and keeps the
+        // conversions to nanoseconds below from overflowing whatever the variable says.
+        let interval = Int64(clamping: min(intervalMicroseconds, 86_400_000_000))
+        let period = Duration.microseconds(interval / 2)
         // The supervisor ticks at least every 250 ms; a tick older than this means its loop is stuck.
-        let maxTickAge = TimeAmount.milliseconds(max(1000, Int64(intervalMicroseconds / 4000)))
+        let maxTickAge = TimeAmount.milliseconds(max(1000, interval / 4000))
         _ = try? await cancelWhenGracefulShutdown {
         var withheld = false
         while !Task.isCancelled {

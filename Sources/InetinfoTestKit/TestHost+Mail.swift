@@ -41,8 +41,16 @@ extension TestHost {
     public func mailboxes() -> [String] {
         let root = stateDirectory.appendingPathComponent("mail").path
         let manager = FileManager.default
-        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).flatMap { domain in
+        // `.spool` holds messages being received, not a domain.
+        return ((try? manager.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.flatMap { domain in
             ((try? manager.contentsOfDirectory(atPath: "\(root)/\(domain)")) ?? []).map { "\($0)@\(domain)" }
         }.sorted()
+    }
+
+    /// Files in the spool folder (`mail/.spool/`): messages being received, or left by a host that died
+    /// before they were committed.
+    public func spooledFiles() -> [String] {
+        let spool = stateDirectory.appendingPathComponent("mail/.spool").path
+        return ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).sorted()
     }
 }

@@ -74,7 +74,15 @@ final class MailboxDirectories: @unchecked Sendable {
     /// Creates `path` if missing and fsyncs its parent, so that the entry is on disk. With
     /// `parentKnownDurable`, the caller fsyncs the parent itself once for several entries.
     private static func makeDirectory(_ path: String, parentKnownDurable: Bool = false) throws {
-        if mkdir(path, 0o700) != 0 {
+        var made = mkdir(path, 0o700) == 0
+        if !made, errno == ENOENT, !parentKnownDurable {
+            // The state directory itself is missing (nothing else made it): create it too, durably.
+            let above = parent(of: path)
+            guard above != path else { throw MaildirError(path: path, operation: "mkdir", errno: ENOENT) }
+            try makeDirectory(above)
+            made = mkdir(path, 0o700) == 0
+        }
+        if !made {
             let code = errno
             guard code == EEXIST else { throw MaildirError(path: path, operation: "mkdir", errno: code) }
             var info = stat()

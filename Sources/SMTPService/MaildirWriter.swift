@@ -96,6 +96,11 @@ public struct MaildirWriter: Sendable {
     /// then free the inode that `new/` still names. Run at start, before any session.
     /// - Returns: the files removed, and those kept because a Maildir names them.
     public func recoverSpool() throws -> (removed: Int, kept: Int) {
+        try recoverSpool(linkCount: { Int($0.st_nlink) })
+    }
+
+    /// - Parameter linkCount: the link count as the disk has it (tests model a stale one).
+    func recoverSpool(linkCount: (stat) -> Int) throws -> (removed: Int, kept: Int) {
         try mailboxes.createSpool(spoolDirectory)
         let manager = FileManager.default
         let leftovers = ((try? manager.contentsOfDirectory(atPath: spoolDirectory)) ?? []).filter { !$0.hasPrefix(".") }
@@ -107,7 +112,7 @@ public struct MaildirWriter: Sendable {
         for name in leftovers {
             var spooled = stat()
             // A link count the disk knows to be two or more: unlinking the spool name is safe.
-            guard stat("\(spoolDirectory)/\(name)", &spooled) == 0, spooled.st_nlink < 2 else { continue }
+            guard stat("\(spoolDirectory)/\(name)", &spooled) == 0, linkCount(spooled) < 2 else { continue }
             for mailbox in allMailboxes {
                 var delivered = stat()
                 if stat("\(mailbox)/new/\(name)", &delivered) == 0, delivered.st_ino == spooled.st_ino, delivered.st_dev == spooled.st_dev {

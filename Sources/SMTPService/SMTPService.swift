@@ -17,6 +17,9 @@ public struct SMTPService: HostedService {
     let sessions: ConnectionLimiter
     let names: MaildirNames
     let threads: Int
+    /// The spool is cleaned once per host run, by the first instance that gets that far (an instance that
+    /// fails before, on a missing state directory say, leaves it to the next).
+    let spoolRecovered = NIOLockedValueBox(false)
 
     public init(settings: SMTPSettings, threads: Int = 1) {
         self.settings = settings
@@ -29,7 +32,7 @@ public struct SMTPService: HostedService {
     }
 
     public func run(_ context: InstanceContext) async throws {
-        if context.number == 1, settings.delivery == .maildir {
+        if settings.delivery == .maildir, !spoolRecovered.withLockedValue({ $0 }) {
             // Left by a host that was killed mid-delivery: never acknowledged, so safe to remove.
             let (removed, kept) = try writer.recoverSpool()
             if removed > 0 { context.logger.notice("removed unfinished deliveries from the spool", metadata: ["files": "\(removed)"]) }
@@ -37,6 +40,7 @@ public struct SMTPService: HostedService {
                 context.logger.warning("kept spool files that a Maildir also names (a power cut between link and unlink)",
                                        metadata: ["files": "\(kept)", "spool": "\(writer.spoolDirectory)"])
             }
+            spoolRecovered.withLockedValue { $0 = true }
         }
         var options = settings.sessionOptions
         if settings.recipients == .existing {

@@ -19,7 +19,7 @@ public struct SMTPSettings: Sendable {
 
     /// The documented range of every numeric key (docs/configuration.md).
     public static let ranges: [String: ClosedRange<Int>] = [
-        "max-message-size": 1_024...2_147_483_647,
+        "max-message-size": 1...2_147_483_647,
         "max-recipients": 1...10_000,
         "max-sessions": 1...1_000_000,
         "max-sessions-per-client": 1...1_000_000,

@@ -76,7 +76,9 @@ public final class ListeningSocket: Sendable {
         Glibc.close(fd)
     }
 
-    static func split(endpoint: String) throws -> (String, Int) {
+    /// `HOST:PORT` or `[V6]:PORT` as host and port; throws when it is neither (checked with the
+    /// configuration, before anything binds).
+    public static func split(endpoint: String) throws(ListeningSocketError) -> (String, Int) {
         guard let colon = endpoint.lastIndex(of: ":"),
               let port = Int(endpoint[endpoint.index(after: colon)...]), (0...65535).contains(port)
         else {

@@ -57,6 +57,37 @@ import Systemd
         #expect(throws: ConfigurationError.self) { try configuration(["host.isolation=sometimes"]) }
         #expect(throws: ConfigurationError.self) { try configuration([], file: "[supervisor\nmax-restarts = 1") }
     }
+
+    /// Values that trapped (`inf` as a restart window killed a running host on reload), overflowed later
+    /// (a request-line limit of Int.max), or silently turned a safeguard off (a window of 0) are refused
+    /// with the key named, for host keys and services' own alike.
+    @Test(arguments: [
+        "supervisor.restart-window=inf", "supervisor.restart-window=nan", "supervisor.restart-window=0",
+        "supervisor.restart-window=-1", "supervisor.restart-window=1e400", "smtp.restart-window=-inf",
+        "supervisor.max-restarts=-1", "supervisor.max-restarts=99999999999999999999", "supervisor.backoff-max=-5",
+        "http.liveness-timeout=0", "supervisor.liveness-interval=0", "supervisor.stable-period=inf",
+        "supervisor.startup-timeout=9223372036854775807", "supervisor.max-abandoned=-1", "smtp.threads=0", "http.threads=100000",
+        "smtp.max-sessions=0", "smtp.max-sessions=99999999999999999999", "smtp.idle-timeout=9223372036854775807",
+        "smtp.send-timeout=-5", "smtp.max-sessions-per-client=0", "smtp.max-message-size=0", "smtp.recipients=some",
+        "smtp.max-bad-commands=1.5", "smtp.simulate-ms02-012=perhaps", "smtp.domains=a/b", "smtp.domains=..",
+        "http.header-timeout=0", "http.keepalive-timeout=1e9", "http.max-request-line=9223372036854775807",
+        "http.max-header-size=-1", "http.max-connections-per-client=abc", "http.send-timeout=0", "http.file-cache-size=-1",
+        "http.web-root=/nonexistent/inetinfo", "smtp.listen=localhost", "http.listen=127.0.0.1:70000",
+    ])
+    func outOfRangeValuesAreRefusedNamingTheKey(assignment: String) throws {
+        let key = String(assignment.prefix { $0 != "=" })
+        let error = #expect(throws: ConfigurationError.self) { try configuration([assignment]) }
+        #expect(error?.key == key)
+        #expect(error?.description.hasPrefix("--set: \(key): ") == true, "\(error.map(String.init(describing:)) ?? "no error")")
+    }
+
+    @Test(arguments: ["supervisor.restart-window=0.5", "supervisor.max-restarts=100000", "supervisor.backoff-max=50",
+                      "supervisor.backoff-initial=0", "smtp.max-sessions-per-client=1", "http.max-body-size=0",
+                      "http.file-cache-size=0", "smtp.recipients=existing", "smtp.domains=example.org, mx-1.example.org",
+                      "http.listen=[::1]:0", "smtp.listen=127.0.0.1:0,[::1]:0"])
+    func valuesInRangeAreTaken(assignment: String) throws {
+        _ = try configuration([assignment])
+    }
 }
 
 @Suite struct NotifyStateTests {

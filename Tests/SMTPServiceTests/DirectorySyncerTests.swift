@@ -60,4 +60,11 @@ import Testing
         try syncer.sync("/maildir/new")
         #expect(attempts.withLockedValue { $0 } == 2)
     }
+
+    /// The table holds directories being synced, not every Maildir ever written to.
+    @Test func theTableForgetsDirectoriesNobodyWaitsFor() throws {
+        let syncer = DirectorySyncer { _ in }
+        for index in 0..<1_000 { try syncer.sync("/maildir/\(index)/new") }
+        #expect(syncer.tracked == 0)
+    }
 }

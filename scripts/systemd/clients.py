@@ -158,7 +158,7 @@ def hold(smtp_port, http_port, directory):
         time.sleep(0.02)
     smtp_command(smtp, lines, "NOOP", "250")
     smtp_command(smtp, lines, "MAIL FROM:<test@localhost>", "250")
-    smtp_command(smtp, lines, "RCPT TO:<bob@localhost>", "250")
+    smtp_command(smtp, lines, "RCPT TO:<postmaster@localhost>", "250")
     smtp_command(smtp, lines, "DATA", "354")
     smtp_command(smtp, lines, "Subject: across a reload\r\n\r\nsent on a session opened before the reload\r\n.", "250")
     smtp_command(smtp, lines, "QUIT", "221")

@@ -70,6 +70,13 @@ public struct HostConfiguration: Sendable, Equatable {
             service.enabled = try reader.bool("\(entry.name).enabled") ?? true
             if let listen = try reader.string("\(entry.name).listen") {
                 service.listen = listen.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                for endpoint in service.listen {
+                    do {
+                        _ = try ListeningSocket.split(endpoint: endpoint)
+                    } catch {
+                        throw reader.error("\(entry.name).listen", "'\(endpoint)': \(error.detail ?? "expected HOST:PORT")")
+                    }
+                }
             }
             service.threads = try reader.integer("\(entry.name).threads", in: 1...256) ?? System.coreCount
             service.supervision = try reader.supervision(prefix: entry.name, base: defaults)
