@@ -464,12 +464,22 @@ struct BoundedRun {
             var clients: [HostileSocket] = []
             var total = 0
             for (name, request) in kinds {
-                let client = try HostileSocket(port: http, receiveBuffer: 4096)
+                guard host.isRunning else { break }
+                let client: HostileSocket
+                do {
+                    client = try HostileSocket(port: http, receiveBuffer: 4096)
+                } catch {
+                    Issue.record("HTTP flood \(name): \(error); host \(host.isRunning ? "running" : "gone"), status \(String(describing: try? host.status().services.map { "\($0.name) instance \($0.instance) \($0.state)" }))")
+                    continue
+                }
                 clients.append(client)
                 let flood = client.flood(Array(request.utf8), total: 10 << 20, hostPID: pid, baselineRSS: before.rss)
                 total += flood.sent
                 print("[hostile] HTTP flood \(name): \(flood)")
+                #expect(!flood.stopped.hasPrefix("the server closing"), "HTTP flood \(name): \(flood)")
             }
+            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            #expect(failures.isEmpty, "service failures during the flood:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))")
             try await Task.sleep(for: .seconds(1))
             let after = Support.memory(of: pid)
             let growth = after.rss - before.rss
@@ -680,7 +690,7 @@ struct BoundedRun {
             #expect(try second.code() == "220")
             try second.send("EHLO x\rReceived: forged\r\n")
             let forged = try #require(try second.reply())
-            #expect(forged.hasPrefix("501 5.5.2"), "EHLO with CR: \(forged)")
+            #expect(forged.hasPrefix("501"), "EHLO with CR: \(forged)")
             if !forged.hasPrefix("250") {
                 try second.send("EHLO y.test\r\n")
                 #expect(try second.code() == "250")
