@@ -267,7 +267,7 @@ enum HostileSupport {
     static func expectServing(_ host: TestHost, pid: Int32, http: Int, smtp: Int, after group: String,
                               sourceLocation: SourceLocation = #_sourceLocation) {
         guard host.isRunning else {
-            Issue.record("after \(group): the host exited; log tail:\n\(String(host.log.suffix(3000)))",
+            Issue.record("after \(group): the host exited; its log (access-log lines left out):\n\(hostLog(host))",
                          sourceLocation: sourceLocation)
             return
         }
@@ -292,6 +292,13 @@ enum HostileSupport {
     }
 
     static func statusLine(_ text: String) -> String { text.components(separatedBy: "\r\n")[0] }
+
+    /// The host's log without access-log lines and backtrace frames: what it said about itself.
+    static func hostLog(_ host: TestHost, last count: Int = 15) -> String {
+        host.log.split(separator: "\n").filter { line in
+            !line.contains("[HTTPService] 127.0.0.") && !(line.contains(" 0x") && line.contains("<unavailable>"))
+        }.suffix(count).map { "  | " + $0.prefix(400) }.joined(separator: "\n")
+    }
 
     /// One request on its own connection; the whole answer (until close or `timeout`).
     static func exchange(port: Int, _ request: String, source: String? = nil,
@@ -479,7 +486,9 @@ struct BoundedRun {
                 #expect(!flood.stopped.hasPrefix("the server closing"), "HTTP flood \(name): \(flood)")
             }
             let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
-            #expect(failures.isEmpty, "service failures during the flood:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))")
+            #expect(failures.isEmpty && host.isRunning, "service failures during the flood:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))\nhost log:\n\(Support.hostLog(host))")
+            let answered = host.log.components(separatedBy: "\" 200 0 \"").count - 1
+            print("[hostile] HTTP flood: access log lines for answered HEADs: \(answered)")
             try await Task.sleep(for: .seconds(1))
             let after = Support.memory(of: pid)
             let growth = after.rss - before.rss
@@ -509,6 +518,14 @@ struct BoundedRun {
                 #expect(elapsed < .seconds(5), "\(method): closed after \(elapsed), header timeout 2 s")
                 #expect(elapsed >= .milliseconds(1500), "\(method): closed after only \(elapsed)")
             }
+            // The head itself never completing, with the default keep-alive timeout (60 s): the same 408.
+            let slow = try HostileSocket(port: http)
+            try slow.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\n")
+            let started = ContinuousClock.now
+            let (text, end) = slow.readText(timeout: .seconds(8))
+            let elapsed = ContinuousClock.now - started
+            #expect(Support.statusLine(text) == "HTTP/1.1 408 Request Timeout" && end.isClosed && elapsed < .seconds(5),
+                    "an unfinished head: \(text.prefix(80).debugDescription), \(end) after \(elapsed) (header timeout 2 s)")
             Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bodies that never arrived")
         }
     }
@@ -741,8 +758,33 @@ struct BoundedRun {
             let rest = client.read(keep: 0, timeout: .seconds(10))
             print("[hostile] SMTP flood: read \(Support.mib(rest.count)) of replies, then \(rest.end) after \(ContinuousClock.now - started)")
             #expect(rest.end.isClosed, "the unread session was not closed (\(rest.end) after reading \(Support.mib(rest.count)))")
+            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            #expect(failures.isEmpty && host.isRunning,
+                    "the session was ended by a service failure, not the send timeout:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))\nhost log:\n\(Support.hostLog(host, last: 8))")
             Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP flood")
+
             print("[hostile] SMTP flood: host RSS once the connection closed \(Support.mib(Support.memory(of: pid).rss))")
+        }
+    }
+
+    /// The send timeout alone, with the liveness timeout raised so that a slow event loop (a debug build
+    /// on a busy machine answers several hundred KiB of pipelined commands in about a second) cannot be
+    /// what ends the session: 1.5 MiB of HELP (18 MiB of replies, far more than the socket buffers hold),
+    /// never read.
+    @Test func smtpSendTimeoutClosesASessionThatNeverReads() async throws {
+        try await Support.withServingHost(["--set", "smtp.send-timeout=2", "--set", "supervisor.liveness-timeout=15000"]) { host, pid, http, smtp in
+            let before = Support.memory(of: pid)
+            let small = try HostileSocket(port: smtp, receiveBuffer: 4096)
+            let gentle = small.flood(Array("HELP\r\n".utf8), total: 1536 << 10, stall: .seconds(2), deadline: .seconds(10),
+                                     hostPID: pid, baselineRSS: before.rss)
+            print("[hostile] SMTP send timeout: \(gentle)")
+            try await Task.sleep(for: .seconds(5))
+            let closing = small.read(keep: 0, timeout: .seconds(10))
+            print("[hostile] SMTP send timeout: read \(Support.mib(closing.count)) of replies, then \(closing.end); host RSS \(Support.mib(before.rss)) before, \(Support.mib(Support.memory(of: pid).rss)) after")
+            #expect(closing.end.isClosed, "a session that never reads its replies was not closed (\(closing.end) after \(Support.mib(closing.count)))")
+            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            #expect(failures.isEmpty, "service failures:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))")
+            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP send timeout")
         }
     }
 
