@@ -87,13 +87,19 @@ final class NotifyListener: Sendable {
                 notify.statusLines().contains("STATUS=smtp: running (1 restart), http: running") ? true : nil
             }
 
+            let wedged = ContinuousClock.now
             #expect(try host.ctl(["crash", "host", "--mode", "hang"]).status == 0)
-            // The supervisor's loop is blocked: within about a second the pings stop for good.
-            let silentSince = try await eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
+            // The supervisor's loop is blocked: within about a second the pings stop (a tick older than
+            // max(1 s, WATCHDOG_USEC/4) withholds them; one ping period, 200 ms, and slack on top).
+            let lastPing = try await eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
                 guard let last = notify.times(of: "WATCHDOG=1").last else { return nil }
                 return ContinuousClock.now - last > .milliseconds(1500) ? last : nil
             }
-            #expect(notify.times(of: "WATCHDOG=1").last == silentSince)
+            #expect(lastPing - wedged < .milliseconds(1700), "pings went on \(lastPing - wedged) after the wedge")
+            // For good: a later window, well past the watchdog interval, brings none either.
+            try await Task.sleep(for: .seconds(1))
+            let later = notify.times(of: "WATCHDOG=1").filter { $0 > lastPing }
+            #expect(later.isEmpty, "\(later.count) pings after the silence began")
             host.signal(SIGKILL)
         }
     }
