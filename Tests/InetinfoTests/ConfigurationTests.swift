@@ -23,7 +23,59 @@ import Systemd
         #expect(config.isolation == .isolated)
         #expect(config.services["smtp"]?.listen == ["127.0.0.1:2525"])
         #expect(config.services["http"]?.listen == ["127.0.0.1:8080"])
-        #expect(config.services["smtp"]?.supervision == SupervisionSettings())
+        // The numbers docs/configuration.md states, not the code's own initializer.
+        let documented = try Self.documentedDefaults()
+        let supervision = try #require(config.services["smtp"]?.supervision)
+        let durations: [String: Duration] = [
+            "restart-window": supervision.restartWindow, "backoff-initial": supervision.backoffInitial,
+            "backoff-max": supervision.backoffMax, "stable-period": supervision.stablePeriod,
+            "liveness-interval": supervision.livenessInterval, "liveness-timeout": supervision.livenessTimeout,
+            "startup-timeout": supervision.startupTimeout, "shutdown-timeout": supervision.shutdownTimeout,
+        ]
+        for (key, value) in durations {
+            let doc = try #require(documented[key], "\(key) is documented")
+            let unit: Duration = doc.unit == "ms" ? .milliseconds(1) : .seconds(1)
+            #expect(value == unit * (Double(doc.value) ?? -1), "\(key): code \(value), docs \(doc)")
+        }
+        #expect(documented["max-restarts"]?.value == String(supervision.maxRestarts))
+        #expect(documented["restart-policy"]?.value == supervision.restartPolicy.rawValue)
+        #expect(documented["on-max-restarts"]?.value == supervision.onMaxRestarts.rawValue)
+        #expect(documented["supervisor.max-abandoned"]?.value == String(config.maxAbandoned))
+        #expect(documented["host.isolation"]?.value == config.isolation.rawValue)
+        #expect(documented["host.log-level"]?.value == config.logLevel)
+        // Every service key with a plain documented default has that default in the code, and every key
+        // the code has is documented.
+        for entry in ServiceCatalog.entries {
+            for (key, value) in entry.options {
+                let doc = try #require(documented["\(entry.name).\(key)"], "\(entry.name).\(key) is documented")
+                guard doc.plain else { continue }
+                #expect(doc.value == value, "\(entry.name).\(key): code \(value), docs \(doc.value)")
+            }
+        }
+    }
+
+    /// The first backquoted value of each table row's default column in docs/configuration.md, with
+    /// its unit (`ms`, `seconds`) if one follows; `plain` when the column is just that value.
+    static func documentedDefaults() throws -> [String: (value: String, unit: String?, plain: Bool)] {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/configuration.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        var defaults: [String: (value: String, unit: String?, plain: Bool)] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 4 else { continue }
+            let key = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
+            // Tables with a flag column have the default in the third cell, the others in the second.
+            let cell = cells.count >= 6 ? cells[3] : cells[2]
+            let parts = cell.split(separator: "`", omittingEmptySubsequences: false)
+            guard parts.count >= 3 else {
+                defaults[key] = (cell, nil, false)  // described in words
+                continue
+            }
+            let after = parts[2].trimmingCharacters(in: .whitespaces)
+            let unit = after.hasPrefix("ms") ? "ms" : after.hasPrefix("seconds") || after.hasPrefix("(seconds") ? "seconds" : nil
+            defaults[key] = (String(parts[1]), unit, parts[0].isEmpty && (after.isEmpty || after.hasPrefix("(") || unit != nil || after.hasPrefix("bytes")))
+        }
+        return defaults
     }
 
     @Test func systemdDirectoriesChangeTheDefaults() throws {

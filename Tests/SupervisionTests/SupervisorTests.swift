@@ -26,6 +26,8 @@ import Testing
         }
         let harness = try SupervisorHarness([(service, .fast { $0.restartPolicy = .transient })])
         try await harness.waitForState("svc", .stopped, instance: 2)
+        // Not restarted: nothing starts in a window well past the backoff (10–40 ms here).
+        try await Task.sleep(for: .milliseconds(400))
         #expect(harness.events.filter { $0.to == .starting }.count == 2)
         await harness.stop()
     }
@@ -35,6 +37,7 @@ import Testing
         let harness = try SupervisorHarness([(service, .fast { $0.restartPolicy = .temporary })])
         let failed = try await harness.waitForState("svc", .failed, instance: 1)
         #expect(failed.reason.contains("not restarted (temporary)"))
+        try await Task.sleep(for: .milliseconds(400))
         #expect(harness.events.filter { $0.to == .starting }.count == 1)
         await harness.stop()
     }
