@@ -148,8 +148,9 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
         case .readingHead:
             SimpleResponse.sendAndClose(.requestTimeout, context: context)
         case .readingBody:
-            // The 408 may go out only if no earlier response is still being written.
-            if unanswered <= 1 {
+            // The 408 answers the request whose body stopped: only if it has no answer yet (a refusal
+            // at its head, 405 say, has) and no earlier response is still being written.
+            if unanswered == 1 {
                 SimpleResponse.sendAndClose(.requestTimeout, context: context)
             } else {
                 context.close(promise: nil)

@@ -371,8 +371,8 @@ struct BoundedRun {
         defer { try? FileManager.default.removeItem(at: directory) }
         let outPath = directory.appendingPathComponent("out").path
         let errPath = directory.appendingPathComponent("err").path
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
@@ -522,7 +522,8 @@ struct BoundedRun {
         }
     }
 
-    /// A complete head announcing a body that never comes: 408 and close after the header timeout.
+    /// A complete head announcing a body that never comes: 408 (or the refusal the head already got) and
+    /// close after the header timeout.
     @Test func httpBodyThatNeverArrivesGets408AndClose() async throws {
         let root = try Support.WebRoot()
         defer { root.remove() }
@@ -533,7 +534,11 @@ struct BoundedRun {
                 let started = ContinuousClock.now
                 let (text, end) = client.readText(timeout: .seconds(8))
                 let elapsed = ContinuousClock.now - started
-                #expect(Support.statusLine(text) == "HTTP/1.1 408 Request Timeout", "\(method): answered \(text.prefix(120).debugDescription) (\(end))")
+                // A POST is refused at its head (405, keep-alive); its body still never comes, so the
+                // connection closes after the same timeout, with no second answer.
+                let expected = method == "POST" ? "HTTP/1.1 405 Method Not Allowed" : "HTTP/1.1 408 Request Timeout"
+                #expect(Support.statusLine(text) == expected, "\(method): answered \(text.prefix(120).debugDescription) (\(end))")
+                #expect(text.components(separatedBy: "HTTP/1.1 ").count == 2, "\(method): one answer only: \(text.debugDescription)")
                 #expect(end.isClosed, "\(method): the connection was not closed (\(end) after \(elapsed))")
                 #expect(elapsed < .seconds(5), "\(method): closed after \(elapsed), header timeout 2 s")
                 #expect(elapsed >= .milliseconds(1500), "\(method): closed after only \(elapsed)")
