@@ -40,8 +40,9 @@ build() {
 check_counters() {
     local target=$1 corpus max_len minimum counters
     read -r corpus max_len minimum < <(target_info "$target")
-    counters=$(SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" -runs=0 2>&1 \
-        | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' | head -n 1)
+    # (-runs=0 still runs the empty input once: whether it passes is the fuzzing's business, not this.)
+    counters=$(SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" -runs=0 -detect_leaks=0 2>&1 \
+        | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' | head -n 1 || true)
     echo "fuzz: $target has ${counters:-0} coverage counters (at least $minimum required)"
     if [ "${counters:-0}" -lt "$minimum" ]; then
         echo "fuzz: $target has only ${counters:-0} coverage counters: the code under test is not instrumented" >&2
@@ -66,11 +67,15 @@ rm -f "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* "$work"/slo
 log=$work/fuzz.log
 dict=()
 [ -f "Fuzz/dict/$corpus.dict" ] && dict=(-dict="Fuzz/dict/$corpus.dict")
+extra=()
+# TOMLKit 0.6.0 leaks on every parse (TOMLTable(string:) never frees its error record, TOMLTable.keys
+# never frees the key array tableGetKeys mallocs): LeakSanitizer would stop at the first input.
+[ "$target" = configuration-fuzzer ] && extra=(-detect_leaks=0)
 # New inputs go to the scratch corpus (kept between runs); the committed seeds are only read.
 status=0
 SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -artifact_prefix="$work/" -print_final_stats=1 \
-    "${dict[@]}" ${FUZZ_FLAGS:-} "$work/corpus" "Fuzz/corpus/$corpus" >"$log" 2>&1 || status=$?
+    "${dict[@]}" "${extra[@]}" ${FUZZ_FLAGS:-} "$work/corpus" "Fuzz/corpus/$corpus" >"$log" 2>&1 || status=$?
 tail -n 30 "$log"
 if [ "$status" -ne 0 ]; then
     echo "fuzz: $target failed (exit $status); reproducer(s):" $(ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* 2>/dev/null) >&2
