@@ -41,7 +41,7 @@ check_counters() {
     local target=$1 corpus max_len minimum counters
     read -r corpus max_len minimum < <(target_info "$target")
     # (-runs=0 still runs the empty input once: whether it passes is the fuzzing's business, not this.)
-    counters=$(SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" -runs=0 -detect_leaks=0 2>&1 \
+    counters=$(SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" -runs=0 -detect_leaks=0 -artifact_prefix=.build-fuzz/ 2>&1 \
         | sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters).*/\1/p' | head -n 1 || true)
     echo "fuzz: $target has ${counters:-0} coverage counters (at least $minimum required)"
     if [ "${counters:-0}" -lt "$minimum" ]; then
