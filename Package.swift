@@ -112,6 +112,38 @@ let package = Package(
             path: "Fuzz/smtp-session-fuzzer"
         ),
         .executableTarget(
+            name: "http-request-fuzzer",
+            dependencies: [
+                "HTTPService",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Fuzz/http-request-fuzzer"
+        ),
+        .executableTarget(
+            name: "http-fields-fuzzer",
+            dependencies: [
+                "HTTPService",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Fuzz/http-fields-fuzzer"
+        ),
+        .executableTarget(
+            name: "control-request-fuzzer",
+            dependencies: [
+                "HostControl",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ],
+            path: "Fuzz/control-request-fuzzer"
+        ),
+        .executableTarget(
+            name: "configuration-fuzzer",
+            dependencies: ["InetinfoHost"],
+            path: "Fuzz/configuration-fuzzer"
+        ),
+        .executableTarget(
             name: "restart-latency",
             dependencies: [
                 "Supervision", "HTTPService",

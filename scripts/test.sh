@@ -10,5 +10,15 @@ swift test --skip-build --no-parallel
 # The systemd units: static checks, then the host under a real systemd booted in private namespaces.
 scripts/systemd/check-units.sh
 scripts/systemd/integration-test.sh
-# The SMTP engine under libFuzzer + ASan for a bounded time, from the committed seed corpus.
-scripts/fuzz-smtp.sh "${FUZZ_SECONDS:-60}"
+# Every fuzz target under libFuzzer + ASan for a bounded time, from its committed seed corpus: all built
+# first (one build at a time), then run one after another. SMTP gets FUZZ_SECONDS, the others
+# FUZZ_SECONDS_OTHER each.
+fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer)
+for target in "${fuzz_targets[@]}"; do
+    scripts/fuzz.sh --build "$target"
+done
+for target in "${fuzz_targets[@]}"; do
+    seconds=${FUZZ_SECONDS_OTHER:-30}
+    [ "$target" = smtp-session-fuzzer ] && seconds=${FUZZ_SECONDS:-60}
+    FUZZ_SKIP_BUILD=1 scripts/fuzz.sh "$target" "$seconds"
+done

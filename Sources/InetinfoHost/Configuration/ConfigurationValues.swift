@@ -29,13 +29,18 @@ public struct ConfigurationValues: Sendable, Equatable {
         } catch {
             throw ConfigurationError(key: nil, problem: "cannot read: \(error.localizedDescription)", source: path)
         }
+        try load(tomlText: text, source: path)
+    }
+
+    /// Reads TOML text as ``load(tomlFile:)`` does; `source` names it in errors (the file's path).
+    public mutating func load(tomlText text: String, source: String) throws {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
         } catch let error as TOMLParseError {
-            throw ConfigurationError(key: nil, problem: "not valid TOML: \(error.description) (line \(error.source.begin.line))", source: path)
+            throw ConfigurationError(key: nil, problem: "not valid TOML: \(error.description) (line \(error.source.begin.line))", source: source)
         }
-        try flatten(table, prefix: "", source: path)
+        try flatten(table, prefix: "", source: source)
     }
 
     /// Applies `KEY=VALUE` as given to `--set`.
