@@ -72,7 +72,7 @@ import Supervision
     /// ``WebRootPath/resolve(target:root:)``: the file's real path, or nil when refused, not found or a
     /// redirect.
     public static func resolve(target: String, root: String) -> String? {
-        if case .file(let path, _) = WebRootPath.resolve(target: target, root: root) { return path }
+        if case .file(let path, _, _) = WebRootPath.resolve(target: target, root: root) { return path }
         return nil
     }
 

@@ -133,6 +133,39 @@ import Systemd
         #expect(error?.description.hasPrefix("--set: \(key): ") == true, "\(error.map(String.init(describing:)) ?? "no error")")
     }
 
+    /// Found by the configuration fuzzer: toml++ aborted the process on these headers (a reload after
+    /// such a typo ended the running host). They are errors now; valid files around them still parse.
+    @Test(arguments: ["[$]\n", "[#]\n", "[é]\n", "[[Ú]]\n", "[ +]\n", "x = 1\n\n  [\u{1}a]\n", "[smtp]\n[ {]\n"])
+    func tableHeadersThatWouldAbortTheParserAreErrors(text: String) throws {
+        let error = #expect(throws: ConfigurationError.self) { try configuration([], file: text) }
+        #expect(error?.description.contains("not valid TOML: a table header must start with a key") == true)
+    }
+
+    @Test func headersAndBracketsInValuesStillParse() throws {
+        let file = """
+            # [not a header] in a comment
+            [ "host" ]
+            isolation = "shared" # [x]
+            [supervisor]
+            max-restarts = 7
+            [smtp]
+            domains = [
+              "example.org",
+              "localhost",
+            ]
+            simulate-ms02-012 = false
+            [http]
+            access-log = '''
+            [$] in a multi-line string'''
+            """
+        let config = try configuration([], file: file)
+        #expect(config.isolation == .shared)
+        #expect(config.services["smtp"]?.supervision.maxRestarts == 7)
+        #expect(TOMLTableHeaderCheck.firstBadHeader(in: "a = \"\"\"\n[$]\n\"\"\"\n") == nil)
+        #expect(TOMLTableHeaderCheck.firstBadHeader(in: "a = [\n  [1, 2],\n  [+3],\n]\n") == nil)
+        #expect(TOMLTableHeaderCheck.firstBadHeader(in: "a = 1\n[$]\n") == 2)
+    }
+
     @Test(arguments: ["supervisor.restart-window=0.5", "supervisor.max-restarts=100000", "supervisor.backoff-max=50",
                       "supervisor.backoff-initial=0", "smtp.max-sessions-per-client=1", "http.max-body-size=0",
                       "http.file-cache-size=0", "smtp.recipients=existing", "smtp.domains=example.org, mx-1.example.org",
