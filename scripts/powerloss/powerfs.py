@@ -21,8 +21,9 @@ is not part of the model). Write one command per line; read it to get the status
 
     cut                       cut the power now
     on                        power on: the live state becomes the durable one; disarms every trigger
-    arm WHEN OP K [SUBSTR]    cut automatically at the K-th OP (counted from now) whose path contains
-                              SUBSTR (any path when omitted). WHEN is `before` (the operation fails with
+    arm WHEN OP K [REGEX]     cut automatically at the K-th OP (counted from now) whose path matches
+                              REGEX (Python re.search; any path when omitted), e.g. `/new/` or
+                              `\.test(/u[0-9]+)?$`. WHEN is `before` (the operation fails with
                               EIO and has no effect) or `after` (it takes effect, and is durable if it is
                               a sync, and returns success; everything after it fails).
                               OP: fsync (file fsync/fdatasync), fsyncdir, create, write, link, unlink,
@@ -41,6 +42,7 @@ Requires python3-fusepy (libfuse2) and root (or user_allow_other setups are not 
 
 import errno
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -157,7 +159,7 @@ class PowerFS(Operations):
             raise FuseOSError(errno.EIO)
         self.counts[op] += 1
         armed = self.armed
-        if armed and armed[1] == op and (armed[3] is None or (path is not None and armed[3] in path)):
+        if armed and armed[1] == op and (armed[3] is None or (path is not None and re.search(armed[3], path))):
             remaining = armed[2] - 1
             if remaining > 0:
                 self.armed = (armed[0], op, remaining, armed[3], armed[4])
@@ -564,7 +566,7 @@ def main():
         threading.Thread(target=guard, daemon=True).start()
     # No kernel caching of names, attributes or data: every operation reaches the model, and what
     # power on changes is seen at once. use_ino: st_ino is the model's (the spool recovery compares them).
-    FUSE(PowerFS(), mountpoint, foreground=True, nothreads=True, use_ino=True, hard_remove=True, direct_io=True,
+    FUSE(PowerFS(), mountpoint, foreground=True, nothreads=True, use_ino=True, hard_remove=True, direct_io=True, big_writes=True, max_write=131072,
          entry_timeout=0, attr_timeout=0, negative_timeout=0, fsname="powerfs", subtype="powerfs")
 
 
