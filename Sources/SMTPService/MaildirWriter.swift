@@ -68,7 +68,7 @@ public struct MaildirWriter: Sendable {
     /// Makes a finished spool durable in every recipient's `new/`. Blocking: run it off the event loop.
     public func commit(_ spool: MessageSpool.Finished) throws {
         defer { unlink(spool.path) }
-        // POWERLOSS_MUTANT_* exist only for Tests/PowerLoss (scripts/powerloss/mutant-check.sh): a build
+        // POWERLOSS_MUTANT_* exist only for scripts/powerloss/mutant-check.sh (PowerLossTests): a build
         // that proves the power-loss suite catches a missing flush. Never set them in a real build.
         #if !POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC
         guard fsync(spool.fd) == 0 else {
