@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the host and its tests need; does nothing when they are present.
 set -euo pipefail
-packages=(libsystemd-dev pkg-config systemd util-linux curl python3)
+# python3-fusepy and fuse3: the power-loss file system of the tests (scripts/powerloss/powerfs.py).
+packages=(libsystemd-dev pkg-config systemd util-linux curl python3 python3-fusepy fuse3)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -68,11 +68,15 @@ public struct MaildirWriter: Sendable {
     /// Makes a finished spool durable in every recipient's `new/`. Blocking: run it off the event loop.
     public func commit(_ spool: MessageSpool.Finished) throws {
         defer { unlink(spool.path) }
+        // POWERLOSS_MUTANT_* exist only for scripts/powerloss/mutant-check.sh (PowerLossTests): a build
+        // that proves the power-loss suite catches a missing flush. Never set them in a real build.
+        #if !POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC
         guard fsync(spool.fd) == 0 else {
             let code = errno
             close(spool.fd)
             throw MaildirError(path: spool.path, operation: "fsync", errno: code)
         }
+        #endif
         close(spool.fd)
         var linked: [String] = []
         do {
@@ -81,7 +85,9 @@ public struct MaildirWriter: Sendable {
                 let target = "\(mailbox)/new/\(spool.name)"
                 guard link(spool.path, target) == 0 else { throw MaildirError(path: target, operation: "link", errno: errno) }
                 linked.append(target)
+                #if !POWERLOSS_MUTANT_SKIP_NEW_FSYNC
                 try directories.sync("\(mailbox)/new")
+                #endif
             }
         } catch {
             for path in linked { unlink(path) }
