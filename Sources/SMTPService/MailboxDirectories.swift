@@ -23,9 +23,12 @@ final class MailboxDirectories: @unchecked Sendable {
     static let subfolders = ["tmp", "new", "cur"]
 
     private let root: String
-    // Guards `durable`, and is held through the creation of a Maildir (see the type's comment).
+    // Guards `durable` and `ancestorsSynced`, and is held through the creation of a Maildir (see the
+    // type's comment).
     private let lock = NSLock()
     private var durable: Set<String> = []
+    /// Every directory above the mail root has had its entry made durable, once in this process.
+    private var ancestorsSynced = false
 
     init(root: String) { self.root = root }
 
@@ -35,6 +38,7 @@ final class MailboxDirectories: @unchecked Sendable {
         defer { lock.unlock() }
         if durable.contains(mailbox) { return }
         if durable.count >= Self.maxRemembered { durable.removeAll(keepingCapacity: true) }
+        try syncAncestors()
         for component in Self.components(of: mailbox, below: root).dropLast() where !durable.contains(component) {
             try Self.makeDirectory(component)
             durable.insert(component)
@@ -57,6 +61,23 @@ final class MailboxDirectories: @unchecked Sendable {
             try Self.makeDirectory(component)
             if component != spool { durable.insert(component) }
         }
+        try syncAncestors()
+    }
+
+    /// The state directory may be new too, made by someone else's `mkdir -p` (the default web site is
+    /// written below it, with nothing synced): fsync every directory from the mail root's parent up to
+    /// `/`, once per process, so that the entries leading to the mail are on disk. Cheap where they were
+    /// already: an fsync of a clean directory.
+    private func syncAncestors() throws {
+        guard !ancestorsSynced else { return }
+        guard let resolved = realpath(root, nil) else { throw MaildirError(path: root, operation: "realpath", errno: errno) }
+        var path = String(cString: resolved)
+        free(resolved)
+        while path != "/" {
+            path = Self.parent(of: path)
+            try MaildirWriter.syncDirectory(path)
+        }
+        ancestorsSynced = true
     }
 
     /// `root`, then every directory from it down to `path`.
