@@ -2,7 +2,7 @@
 # Fuzzes one target with libFuzzer + AddressSanitizer for SECONDS (default 60), starting from its committed
 # seed corpus (Fuzz/corpus/NAME, only read). New inputs go to a scratch corpus in
 # .build-fuzz/findings/TARGET/corpus, crashes to .build-fuzz/findings/TARGET/crash-*; exits non-zero on
-# a crash.
+# a crash, or when the run reached less of the project's own code than the committed corpus alone.
 #
 #   scripts/fuzz.sh TARGET [SECONDS]       build TARGET (a product of Package.swift), then fuzz it
 #   scripts/fuzz.sh --build TARGET…        only build (and check) the targets
@@ -71,6 +71,16 @@ extra=()
 # TOMLKit 0.6.0 leaks on every parse (TOMLTable(string:) never frees its error record, TOMLTable.keys
 # never frees the key array tableGetKeys mallocs): LeakSanitizer would stop at the first input.
 [ "$target" = configuration-fuzzer ] && extra=(-detect_leaks=0)
+# Coverage of the project's own code (Sources/, not the libraries), in edges of its instrumented
+# functions, as libFuzzer's -print_coverage reports it when it replays CORPUS… without fuzzing.
+project_coverage() {
+    SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" -runs=0 -print_coverage=1 -timeout=10 \
+        -artifact_prefix="$work/replay-" "${extra[@]}" "$@" 2>&1 \
+        | awk -v root="$PWD/Sources/" '/^(COVERED|UNCOVERED)_FUNC:/ && index($0, root) {
+              split($5, edges, "/"); covered += edges[1]; total += edges[2] }
+              END { printf "%d %d\n", covered, total }'
+}
+read -r seeded total < <(project_coverage "Fuzz/corpus/$corpus")
 # New inputs go to the scratch corpus (kept between runs); the committed seeds are only read.
 status=0
 SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" \
@@ -81,5 +91,12 @@ if [ "$status" -ne 0 ]; then
     echo "fuzz: $target failed (exit $status); reproducer(s):" $(ls "$work"/crash-* "$work"/leak-* "$work"/timeout-* "$work"/oom-* 2>/dev/null) >&2
     echo "fuzz: replay with .build-fuzz/release/$target FILE, or swift run $target FILE" >&2
     exit "$status"
+fi
+read -r reached _ < <(project_coverage "$work/corpus" "Fuzz/corpus/$corpus")
+echo "fuzz: $target: coverage of Sources/: $seeded of $total edges from the committed corpus alone, $reached with this run's inputs"
+# The corpus with this run's inputs can only reach more; less means the run or the build is broken.
+if [ "$reached" -lt "$seeded" ] || [ "$seeded" -eq 0 ]; then
+    echo "fuzz: $target reached less of Sources/ ($reached edges) than its committed corpus alone ($seeded)" >&2
+    exit 1
 fi
 echo "fuzz: $target: no crash in ${seconds}s; scratch corpus: $(ls "$work/corpus" | wc -l) inputs"

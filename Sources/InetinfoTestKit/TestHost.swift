@@ -212,7 +212,23 @@ public final class TestHost: @unchecked Sendable {
         return try TestHost.launch(configuration)
     }
 
-    /// Stops the host gracefully (SIGKILL if it does not go) and removes its directory.
+    /// Starts a host, runs `body` with it, and stops it — awaited — whether `body` returns or throws, so
+    /// that a failing test leaves no host running and no files behind. (A `defer { Task { … stop() } }`
+    /// is never awaited: the test ends, and its host runs on.)
+    public static func with<Result>(_ configuration: Configuration = Configuration(),
+                                    _ body: (TestHost) async throws -> Result) async throws -> Result {
+        let host = try await start(configuration)
+        do {
+            let result = try await body(host)
+            await host.stop()
+            return result
+        } catch {
+            await host.stop()
+            throw error
+        }
+    }
+
+    /// Stops the host (SIGTERM, then SIGKILL after 10 s) and removes its files; calling it again does nothing.
     public func stop() async {
         if let process, process.isRunning {
             signal(SIGTERM)

@@ -31,16 +31,15 @@ import Testing
             sent.merge(load.messages) { $1 }
             await host.stop()  // removes the host's own directory, not the shared state directory
         }
-        let final = try await TestHost.start(configuration)
-        defer { Task { await final.stop() } }
-        let tmpAfterRestart = final.spooledFiles().count
-        let audit = MailAudit(host: final, sent: sent)
-        print("kill -9: \(Self.cycles) cycles; \(sent.count) messages attempted; \(audit); unfinished files the kills left in the spool \(leftovers), after the last restart \(tmpAfterRestart)")
-        #expect(audit.isClean, "\(audit)")
-        #expect(audit.acknowledged > Self.cycles, "messages were acknowledged between kills")
-        #expect(tmpAfterRestart == 0)
-        // Otherwise the clean-up above was never put to the test.
-        #expect(leftovers > 0, "no kill landed while a message was being received")
-        await final.stop()
+        try await TestHost.with(configuration) { final in
+            let tmpAfterRestart = final.spooledFiles().count
+            let audit = MailAudit(host: final, sent: sent)
+            print("kill -9: \(Self.cycles) cycles; \(sent.count) messages attempted; \(audit); unfinished files the kills left in the spool \(leftovers), after the last restart \(tmpAfterRestart)")
+            #expect(audit.isClean, "\(audit)")
+            #expect(audit.acknowledged > Self.cycles, "messages were acknowledged between kills")
+            #expect(tmpAfterRestart == 0)
+            // Otherwise the clean-up above was never put to the test.
+            #expect(leftovers > 0, "no kill landed while a message was being received")
+        }
     }
 }

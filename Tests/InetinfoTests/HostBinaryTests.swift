@@ -12,23 +12,26 @@ import Testing
         #expect(result.status == 0)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         let hostInfo = try #require(object["host"] as? [String: Any])
-        for key in ["pid", "uptimeSeconds", "isolation", "watchdogUsec", "faultInjection"] {
+        for key in ["pid", "uptimeSeconds", "isolation", "watchdogUsec", "faultInjection", "degraded", "supervisorProblem"] {
             #expect(hostInfo.keys.contains(key), "host.\(key) missing")
         }
         #expect(hostInfo["pid"] as? Int == Int(host.pid))
         #expect(hostInfo["isolation"] as? String == "isolated")
         #expect(hostInfo["watchdogUsec"] is NSNull)
         #expect(hostInfo["faultInjection"] as? Bool == false)
+        #expect(hostInfo["degraded"] as? Bool == false)
+        #expect(hostInfo["supervisorProblem"] is NSNull)
         let services = try #require(object["services"] as? [[String: Any]])
         #expect(services.map { $0["name"] as? String } == ["smtp", "http"])
         for service in services {
-            for key in ["name", "state", "instance", "restarts", "since", "listen", "lastFailure"] {
+            for key in ["name", "state", "instance", "restarts", "since", "listen", "lastFailure", "enabled"] {
                 #expect(service.keys.contains(key), "services[].\(key) missing")
             }
             #expect(service["state"] as? String == "running")
             #expect(service["instance"] as? Int == 1)
             #expect(service["restarts"] as? Int == 0)
             #expect(service["lastFailure"] is NSNull)
+            #expect(service["enabled"] as? Bool == true)
             #expect(ControlJSON.parseDate(service["since"] as? String ?? "") != nil)
             #expect((service["listen"] as? [String])?.first?.hasPrefix("127.0.0.1:") == true)
         }
@@ -48,7 +51,7 @@ import Testing
         try await withHost(["--enable-fault-injection", "--isolation", isolation,
                                     "--set", "supervisor.liveness-timeout=300"]) { host in
         let before = try await host.waitUntilRunning()
-        let httpPort = host.port(of: "http", in: before)
+        let httpPort = try host.port(of: "http", in: before)
 
         let crash = try host.ctl(["crash", "smtp", "--mode", "throw"])
         #expect(crash.status == 0, "\(crash.stderr)")
@@ -58,6 +61,12 @@ import Testing
             return smtp.instance == 2 && smtp.state == "running" && status.allEnabledRunning ? status : nil
         }
         #expect(status.services[0].restarts == 1)
+        // lastFailure as status --json prints it: a reason and an ISO 8601 time.
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(try host.ctl(["status", "--json"]).stdout.utf8)) as? [String: Any])
+        let smtpJSON = try #require((json["services"] as? [[String: Any]])?.first { $0["name"] as? String == "smtp" })
+        let lastFailure = try #require(smtpJSON["lastFailure"] as? [String: Any])
+        #expect((lastFailure["reason"] as? String)?.contains("throw") == true)
+        #expect(ControlJSON.parseDate(lastFailure["at"] as? String ?? "") != nil, "lastFailure.at: \(lastFailure["at"] ?? "missing")")
         #expect(status.services[0].lastFailure?.reason == "injected fault: throw")
         let http = status.services[1]
         if isolation == "isolated" {

@@ -258,7 +258,7 @@ enum HostileSupport {
         try await withHost(arguments + extra, environment: ["SWIFT_BACKTRACE": "enable=no"]) { host in
             let status = try await host.waitUntilRunning()
             let pid = host.pid
-            try await body(host, pid, host.port(of: "http", in: status), host.port(of: "smtp", in: status))
+            try await body(host, pid, try host.port(of: "http", in: status), try host.port(of: "smtp", in: status))
         }
     }
 

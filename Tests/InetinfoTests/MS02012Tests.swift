@@ -15,63 +15,60 @@ import Testing
     }
 
     @Test func theReplayReadsSendsAndDeletesNoMail() async throws {
-        let host = try await TestHost.start(.init(simulateMS02012: true))
-        defer { Task { await host.stop() } }
-        let client = try SMTPTestClient(port: try host.port(of: "smtp"))
-        _ = try client.reply()
-        _ = try client.exchange("EHLO c\r\n")
-        for index in 0..<2 {
-            let reply = try client.sendMessage(from: "a@remote.test", to: ["bob@localhost"],
-                                               content: LoadClients.message(id: "kept-\(index)", size: 500), useBDAT: index == 1)
-            #expect(reply?.hasPrefix("250") == true)
+        try await TestHost.with(.init(simulateMS02012: true)) { host in
+            let client = try SMTPTestClient(port: try host.port(of: "smtp"))
+            _ = try client.reply()
+            _ = try client.exchange("EHLO c\r\n")
+            for index in 0..<2 {
+                let reply = try client.sendMessage(from: "a@remote.test", to: ["bob@localhost"],
+                                                   content: LoadClients.message(id: "kept-\(index)", size: 500), useBDAT: index == 1)
+                #expect(reply?.hasPrefix("250") == true)
+            }
+            let before = host.deliveredMessages(to: "bob@localhost")
+            let replies = try sendProbe(to: host)
+            #expect(replies.last == "(closed)")
+            try await host.waitForState("smtp", "running", instance: 2)
+            // Nothing was read out, sent, added or deleted: the Maildir is exactly as it was, no new mailbox
+            // appeared, and the failed transaction's chunk ("b00m") was thrown away.
+            #expect(host.deliveredMessages(to: "bob@localhost") == before)
+            #expect(host.mailboxes() == ["bob@localhost"])
+            #expect(host.spooledFiles().isEmpty)
+            // The failure is the instance's alone: the host process, its pid and its control plane go on.
+            let status = try host.status()
+            #expect(status.host.pid == host.pid)
+            #expect(status.services.first { $0.name == "smtp" }?.lastFailure?.reason == "ms02-012: AUTH inside BDAT transaction")
         }
-        let before = host.deliveredMessages(to: "bob@localhost")
-        let replies = try sendProbe(to: host)
-        #expect(replies.last == "(closed)")
-        try await host.waitForState("smtp", "running", instance: 2)
-        // Nothing was read out, sent, added or deleted: the Maildir is exactly as it was, no new mailbox
-        // appeared, and the failed transaction's chunk ("b00m") was thrown away.
-        #expect(host.deliveredMessages(to: "bob@localhost") == before)
-        #expect(host.mailboxes() == ["bob@localhost"])
-        #expect(host.spooledFiles().isEmpty)
-        // The failure is the instance's alone: the host process, its pid and its control plane go on.
-        let status = try host.status()
-        #expect(status.host.pid == host.pid)
-        #expect(status.services.first { $0.name == "smtp" }?.lastFailure?.reason == "ms02-012: AUTH inside BDAT transaction")
-        await host.stop()
     }
 
     @Test func anAdministratorCanRestartTheFailedService() async throws {
         // No automatic restart left (intensity 0): the service stays failed until an operator acts.
-        let host = try await TestHost.start(.init(simulateMS02012: true, settings: ["smtp.max-restarts": "0"]))
-        defer { Task { await host.stop() } }
-        _ = try sendProbe(to: host)
-        try await host.waitForState("smtp", "failed", instance: 1)
-        #expect(try host.status().host.degraded)
-        let reply = try host.client.send(ControlRequest(command: .start, service: "smtp"))
-        #expect(reply.ok)
-        try await host.waitForState("smtp", "running", instance: 2)
-        let client = try SMTPTestClient(port: try host.port(of: "smtp"))
-        #expect(try client.code() == "220")
-        await host.stop()
+        try await TestHost.with(.init(simulateMS02012: true, settings: ["smtp.max-restarts": "0"])) { host in
+            _ = try sendProbe(to: host)
+            try await host.waitForState("smtp", "failed", instance: 1)
+            #expect(try host.status().host.degraded)
+            let reply = try host.client.send(ControlRequest(command: .start, service: "smtp"))
+            #expect(reply.ok)
+            try await host.waitForState("smtp", "running", instance: 2)
+            let client = try SMTPTestClient(port: try host.port(of: "smtp"))
+            #expect(try client.code() == "220")
+        }
     }
 
     @Test func aHostWithSMTPDisabledIsNotExposed() async throws {
         let port = try Self.freePort()
         var configuration = TestHost.Configuration(simulateMS02012: true, settings: ["smtp.enabled": "false"])
         configuration.arguments = ["--smtp-listen", "127.0.0.1:\(port)"]
-        let host = try await TestHost.start(configuration)
-        defer { Task { await host.stop() } }
-        let smtp = try host.service("smtp")
-        #expect(smtp.enabled == false)
-        #expect(smtp.listen.isEmpty)
-        #expect(smtp.state == "stopped")
-        #expect(try host.status().allEnabledRunning)
-        // Nothing listens where SMTP would: the probe cannot even be sent.
-        #expect(throws: TCPConnectError.self) { try TCPTestSocket.connect(port: port, timeoutSeconds: 1) }
-        #expect(try TCPTestSocket.httpGet(port: try host.port(of: "http")).status == 200)
-        #expect(try host.events().allSatisfy { $0.service != "smtp" })
-        await host.stop()
+        try await TestHost.with(configuration) { host in
+            let smtp = try host.service("smtp")
+            #expect(smtp.enabled == false)
+            #expect(smtp.listen.isEmpty)
+            #expect(smtp.state == "stopped")
+            #expect(try host.status().allEnabledRunning)
+            // Nothing listens where SMTP would: the probe cannot even be sent.
+            #expect(throws: TCPConnectError.self) { try TCPTestSocket.connect(port: port, timeoutSeconds: 1) }
+            #expect(try TCPTestSocket.httpGet(port: try host.port(of: "http")).status == 200)
+            #expect(try host.events().allSatisfy { $0.service != "smtp" })
+        }
     }
 
     /// A loopback port nothing listens on right now.

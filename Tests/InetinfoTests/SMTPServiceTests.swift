@@ -80,9 +80,9 @@ import Testing
         }
         try await withHost(["--isolation", isolation, "--simulate-ms02-012"]) { host in
             let before = try await host.waitUntilRunning()
-            let bystander = try SMTPConnection(port: host.port(of: "smtp", in: before))
+            let bystander = try SMTPConnection(port: try host.port(of: "smtp", in: before))
             _ = try bystander.reply()
-            let smtp = try SMTPConnection(port: host.port(of: "smtp", in: before))
+            let smtp = try SMTPConnection(port: try host.port(of: "smtp", in: before))
             _ = try smtp.reply()
             try smtp.send(probe)
             _ = try (0..<4).map { _ in try smtp.reply() }
@@ -95,7 +95,7 @@ import Testing
             #expect(after.services[0].lastFailure?.reason == "ms02-012: AUTH inside BDAT transaction")
             #expect(after.services[1].instance == (isolation == "shared" ? 2 : 1))
             // The service is back: a new session is served.
-            let again = try SMTPConnection(port: host.port(of: "smtp", in: after))
+            let again = try SMTPConnection(port: try host.port(of: "smtp", in: after))
             #expect(try again.code() == "220")
         }
     }

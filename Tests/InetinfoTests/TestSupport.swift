@@ -48,8 +48,13 @@ extension TestHost {
         try CommandResult.run(Self.inetinfoctl, ["--socket", controlSocket] + arguments, asNobody: asNobody)
     }
 
-    func port(of service: String, in status: HostStatus) -> Int {
-        Int(status.services.first { $0.name == service }!.listen[0].split(separator: ":").last!)!
+    /// The first listening port of `service` in `status`; throws (never traps: a trap would end the
+    /// whole test run) when there is none.
+    func port(of service: String, in status: HostStatus) throws -> Int {
+        guard let address = status.services.first(where: { $0.name == service })?.listen.first,
+              let port = address.split(separator: ":").last.flatMap({ Int($0) })
+        else { throw TestError("\(service) has no listening port in the status: \(status.services.map(\.listen))") }
+        return port
     }
 
     func smtpPort() throws -> Int { try port(of: "smtp") }
@@ -105,7 +110,25 @@ enum TCP {
         guard write(fd, bytes, bytes.count) == bytes.count else { throw TestError("write failed") }
     }
 
-    /// Reads until `terminator` appears (or EOF / timeout).
+    /// Reads until the server closes the connection (EOF, or a reset after it sent its answer); throws
+    /// when the read timeout (the socket's, 5 s by default) passes first: a server that never closes must
+    /// not pass for one that did.
+    static func readUntilClosed(_ fd: Int32) throws -> String {
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = Glibc.read(fd, &chunk, chunk.count)
+            if count > 0 {
+                data += chunk[..<count]
+                continue
+            }
+            if count == 0 || errno == ECONNRESET { return String(decoding: data, as: UTF8.self) }
+            if errno == EINTR { continue }
+            throw TestError("the server did not close the connection (\(String(cString: strerror(errno)))) after sending \(String(decoding: data.prefix(200), as: UTF8.self).debugDescription)")
+        }
+    }
+
+    /// Reads until `terminator` appears (or EOF / timeout): for answers on a connection that stays open.
     static func read(_ fd: Int32, until terminator: String) -> String {
         var data: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -122,7 +145,7 @@ enum TCP {
         let fd = try connect(port: port)
         defer { close(fd) }
         try send(fd, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        return read(fd, until: "\u{0}")
+        return try readUntilClosed(fd)
     }
 }
 

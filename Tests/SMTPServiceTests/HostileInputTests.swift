@@ -107,4 +107,15 @@ import Testing
         #expect(codes(driver.send("RCPT TO:<postmaster@localhost>\r\n")) == ["250"])
         #expect(codes(driver.send("RCPT TO:<Postmaster>\r\n")) == ["250"])
     }
+
+    /// Local parts that could leave their Maildir, or name none, are refused at RCPT (docs/smtp.md).
+    @Test(arguments: ["../etc", "a/b", "a\\b", ".hidden", String(repeating: "x", count: 65), "a b"])
+    func localPartsThatCouldEscapeTheMaildirAreRefused(localPart: String) {
+        var driver = EngineDriver()
+        driver.send("EHLO c\r\nMAIL FROM:<a@remote.test>\r\n")
+        let reply = driver.send("RCPT TO:<\(localPart)@localhost>\r\n")
+        // A space ends the path (syntax error); the rest name no safe directory.
+        #expect(reply.first?.hasPrefix(localPart.contains(" ") ? "501" : "550 5.1.1") == true, "\(localPart): \(reply)")
+        #expect(codes(driver.send("RCPT TO:<\(String(repeating: "x", count: 64))@localhost>\r\n")) == ["250"])
+    }
 }

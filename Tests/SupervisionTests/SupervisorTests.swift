@@ -162,14 +162,22 @@ import Testing
     }
 
     @Test func connectionsMadeDuringARestartWaitInTheBacklogAndAreServed() async throws {
-        let settings = SupervisionSettings.fast { $0.backoffInitial = .milliseconds(300) }
+        // A backoff long enough that the connection surely lands inside it, even on a slow machine.
+        let settings = SupervisionSettings.fast {
+            $0.backoffInitial = .seconds(1)
+            $0.backoffMax = .seconds(1)
+        }
         let harness = try SupervisorHarness([(LineEchoService(name: "echo"), settings)], withSockets: true)
         try await harness.waitForState("echo", .running, instance: 1)
         try await harness.supervisor.inject(.throw, into: "echo")
         try await harness.waitForState("echo", .backoff, instance: 1)
         // No instance serves now; the port is still open, so the connection waits in the backlog.
         let port = LineClient.port(of: harness.sockets["echo"]!)
-        let reply = try await Task.detached { try LineClient.exchange(port: port, line: "waiting") }.value
+        let exchange = Task.detached { try LineClient.exchange(port: port, line: "waiting") }
+        try await Task.sleep(for: .milliseconds(100))
+        // The connection was made, and sent its line, while no instance ran.
+        #expect(try await harness.supervisor.snapshot(of: "echo").state == .backoff)
+        let reply = try await exchange.value
         #expect(reply == "2:waiting")
         await harness.stop()
     }

@@ -34,8 +34,8 @@ public struct ConfigurationValues: Sendable, Equatable {
 
     /// Reads TOML text as ``load(tomlFile:)`` does; `source` names it in errors (the file's path).
     public mutating func load(tomlText text: String, source: String) throws {
-        if let line = TOMLTableHeaderCheck.firstBadHeader(in: text) {
-            throw ConfigurationError(key: nil, problem: "not valid TOML: a table header must start with a key (line \(line))", source: source)
+        if let (line, problem) = TOMLPreflight.firstProblem(in: text) {
+            throw ConfigurationError(key: nil, problem: "not valid TOML: \(problem) (line \(line))", source: source)
         }
         let table: TOMLTable
         do {
