@@ -6,7 +6,11 @@ public struct DeliveredMessage: Sendable, Equatable {
     public var content: Data
 
     /// The content after the headers the host prepends (`Return-Path:` and `Received:`): what the client sent.
-    public var body: Data {
+    public var body: Data { Self.body(of: content) }
+
+    /// What the client sent of a stored message's `content`: without the host's `Return-Path:` line and
+    /// `Received:` header (for files read some other way than ``TestHost/deliveredMessages(to:folder:)``).
+    public static func body(of content: Data) -> Data {
         let bytes = [UInt8](content)
         var index = 0
         // Skip the Return-Path line and the Received header (its continuation lines start with a tab).

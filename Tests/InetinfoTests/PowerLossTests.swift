@@ -402,7 +402,7 @@ struct PowerLossAudit {
                     present.insert(path)
                     if intact[path] == nil, !corrupt.contains(path) {
                         let content = (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()
-                        let body = Self.bodyAfterHostHeaders(content)
+                        let body = DeliveredMessage.body(of: content)
                         if let id = MailAudit.messageID(in: body), let message = sent[id], message.content == body,
                            message.recipients.contains(address) {
                             intact[path] = id
@@ -416,20 +416,6 @@ struct PowerLossAudit {
         }
         // A file seen intact once and gone now was lost too: it no longer counts.
         intact = intact.filter { present.contains($0.key) }
-    }
-
-    /// What the client sent: the content after the `Return-Path:` line and the `Received:` header that the
-    /// host prepends (as `DeliveredMessage.body` of the test kit, which has no public initializer).
-    static func bodyAfterHostHeaders(_ content: Data) -> Data {
-        let bytes = [UInt8](content)
-        var index = 0
-        for prefix in ["Return-Path:", "Received:"] where bytes[index...].starts(with: Array(prefix.utf8)) {
-            repeat {
-                guard let newline = bytes[index...].firstIndex(of: 0x0A) else { return Data() }
-                index = newline + 1
-            } while index < bytes.count && bytes[index] == 0x09
-        }
-        return Data(bytes[index...])
     }
 
     /// Acknowledged messages missing from at least one recipient's `new/`.
