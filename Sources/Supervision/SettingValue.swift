@@ -88,22 +88,10 @@ public struct ServiceOptions: Sendable {
         }
     }
 
-    /// Whole seconds within `range` (timeouts that NIO takes as `TimeAmount.seconds`).
-    public func seconds(_ key: String, in range: ClosedRange<Int>) throws(SettingError) -> Int {
-        try integer(key, in: range)
-    }
-
     public func bool(_ key: String) throws(SettingError) -> Bool {
         guard let value = SettingValue.bool(text(key)) else {
             throw error(key, "'\(text(key))' is not a boolean (true or false)")
         }
-        return value
-    }
-
-    /// One of `allowed`, spelled exactly.
-    public func choice(_ key: String, _ allowed: [String]) throws(SettingError) -> String {
-        let value = text(key)
-        guard allowed.contains(value) else { throw error(key, "'\(value)' is not one of \(allowed.joined(separator: ", "))") }
         return value
     }
 }
