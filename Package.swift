@@ -24,6 +24,7 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        .systemLibrary(name: "CProcessControl"),
         .target(
             name: "Systemd",
             dependencies: [
@@ -63,6 +64,7 @@ let package = Package(
         .target(
             name: "HostControl",
             dependencies: [
+                "Supervision",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
@@ -72,8 +74,9 @@ let package = Package(
         .target(
             name: "InetinfoHost",
             dependencies: [
-                "Systemd", "Supervision", "HostControl", "SMTPService", "HTTPService",
+                "Systemd", "Supervision", "HostControl", "SMTPService", "HTTPService", "CProcessControl",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,7 +88,7 @@ let package = Package(
         .target(
             name: "InetinfoTestKit",
             dependencies: [
-                "InetinfoHost", "HostControl",
+                "InetinfoHost", "HostControl", "Supervision",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

@@ -55,7 +55,10 @@ enum RestartLatency {
         var latencies: [Duration] = []
         for injection in 1...injections {
             let started = ContinuousClock.now
-            try await supervisor.inject(.throw, into: "http")
+            guard let instance = try await supervisor.runningInstance(of: "http") as? InProcessInstance else {
+                fatalError("http is not running in process")
+            }
+            instance.context.fail(InstanceFailure("benchmark: injected failure"))
             await waitForRunning(&iterator, instance: injection + 1)
             guard request(port: port) == nil else { fatalError("request after restart \(injection) failed") }
             latencies.append(ContinuousClock.now - started)

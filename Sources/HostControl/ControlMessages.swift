@@ -1,4 +1,5 @@
 import Foundation
+import Supervision
 
 /// The commands of the control socket; `inetinfoctl` has one subcommand per case.
 public enum ControlCommand: String, Codable, Sendable {
@@ -57,7 +58,7 @@ public struct HostStatus: Codable, Sendable, Equatable {
 
     /// Whether every enabled service runs (`status` exits 0 then, 3 otherwise).
     public var allEnabledRunning: Bool {
-        services.allSatisfy { !$0.enabled || $0.state == "running" }
+        services.allSatisfy { !$0.enabled || $0.state == .running }
     }
 }
 
@@ -100,26 +101,46 @@ public struct HostInfo: Codable, Sendable, Equatable {
 public struct FailureInfo: Codable, Sendable, Equatable {
     public var reason: String
     public var at: Date
+    /// The signal that ended a worker process (`"SIGSEGV"`), `null` otherwise.
+    public var signal: String?
+    /// The status a worker process exited with, `null` otherwise.
+    public var exitStatus: Int32?
 
-    public init(reason: String, at: Date) {
+    public init(reason: String, at: Date, signal: String? = nil, exitStatus: Int32? = nil) {
         self.reason = reason
         self.at = at
+        self.signal = signal
+        self.exitStatus = exitStatus
+    }
+
+    // Absent values are written as `null`: the schema has every key.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(reason, forKey: .reason)
+        try container.encode(at, forKey: .at)
+        try container.encode(signal, forKey: .signal)
+        try container.encode(exitStatus, forKey: .exitStatus)
     }
 }
 
 public struct ServiceStatus: Codable, Sendable, Equatable {
     public var name: String
-    /// `starting`, `running`, `stopping`, `stopped`, `backoff` or `failed`.
-    public var state: String
+    public var state: ServiceState
     public var instance: Int
     public var restarts: Int
     public var since: Date
     public var listen: [String]
     public var lastFailure: FailureInfo?
     public var enabled: Bool
+    /// The process serving the service: its worker's in process isolation, the host's otherwise; `null`
+    /// when no instance runs.
+    public var pid: Int32?
+    public var rssBytes: Int64?
+    public var cpuSeconds: Double?
 
-    public init(name: String, state: String, instance: Int, restarts: Int, since: Date, listen: [String],
-                lastFailure: FailureInfo?, enabled: Bool) {
+    public init(name: String, state: ServiceState, instance: Int, restarts: Int, since: Date, listen: [String],
+                lastFailure: FailureInfo?, enabled: Bool, pid: Int32? = nil, rssBytes: Int64? = nil,
+                cpuSeconds: Double? = nil) {
         self.name = name
         self.state = state
         self.instance = instance
@@ -128,10 +149,16 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         self.listen = listen
         self.lastFailure = lastFailure
         self.enabled = enabled
+        self.pid = pid
+        self.rssBytes = rssBytes
+        self.cpuSeconds = cpuSeconds
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(pid, forKey: .pid)
+        try container.encode(rssBytes, forKey: .rssBytes)
+        try container.encode(cpuSeconds, forKey: .cpuSeconds)
         try container.encode(name, forKey: .name)
         try container.encode(state, forKey: .state)
         try container.encode(instance, forKey: .instance)
@@ -149,11 +176,11 @@ public struct EventRecord: Codable, Sendable, Equatable {
     public var offsetMs: Int64
     public var service: String
     public var instance: Int
-    public var from: String
-    public var to: String
+    public var from: ServiceState
+    public var to: ServiceState
     public var reason: String
 
-    public init(time: Date, offsetMs: Int64, service: String, instance: Int, from: String, to: String, reason: String) {
+    public init(time: Date, offsetMs: Int64, service: String, instance: Int, from: ServiceState, to: ServiceState, reason: String) {
         self.time = time
         self.offsetMs = offsetMs
         self.service = service

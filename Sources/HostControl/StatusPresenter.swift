@@ -1,4 +1,5 @@
 import Foundation
+import Supervision
 
 /// Human-readable `status` and `events` output, in the manner of `systemctl status`.
 public struct StatusPresenter: Sendable {
@@ -17,21 +18,24 @@ public struct StatusPresenter: Sendable {
             + (host.faultInjection ? ", fault injection enabled" : "") + (host.degraded ? ", " + paint("degraded", "31") : "")]
         if let problem = host.supervisorProblem { lines.append("  supervisor: \(paint(problem, "31"))") }
         let rows = status.services.map { service -> [String] in
-            [service.name, service.enabled ? service.state : "disabled", ControlJSON.formatDate(service.since),
-             String(service.instance), String(service.restarts), service.listen.joined(separator: " "),
+            [service.name, service.enabled ? service.state.rawValue : "disabled", ControlJSON.formatDate(service.since),
+             String(service.instance), service.pid.map(String.init) ?? "-", String(service.restarts),
+             service.listen.joined(separator: " "),
              service.lastFailure.map { "\($0.reason) (\(ControlJSON.formatDate($0.at)))" } ?? "-"]
         }
-        let header = ["SERVICE", "STATE", "SINCE", "INSTANCE", "RESTARTS", "LISTEN", "LAST FAILURE"]
+        let header = ["SERVICE", "STATE", "SINCE", "INSTANCE", "PID", "RESTARTS", "LISTEN", "LAST FAILURE"]
         let widths = (0..<header.count).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        func format(_ row: [String], state: String? = nil) -> String {
+        func format(_ row: [String], stateColour: String? = nil) -> String {
             row.enumerated().map { index, cell in
                 let padded = index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-                if index == 1, let state { return paint(padded, Self.colourCode(state)) }
+                if index == 1, let stateColour { return paint(padded, stateColour) }
                 return padded
             }.joined(separator: "  ")
         }
         lines.append(format(header))
-        for (row, service) in zip(rows, status.services) { lines.append(format(row, state: service.state)) }
+        for (row, service) in zip(rows, status.services) {
+            lines.append(format(row, stateColour: Self.colourCode(service.enabled ? service.state : nil)))
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -39,19 +43,20 @@ public struct StatusPresenter: Sendable {
     public static func line(_ event: EventRecord) -> String {
         let offset = String(event.offsetMs)
         let padded = String(repeating: " ", count: max(0, 8 - offset.count)) + offset
-        return "\(ControlJSON.formatDate(event.time))  +\(padded) ms  \(event.service)#\(event.instance)  \(event.from) → \(event.to)  \(event.reason)"
+        return "\(ControlJSON.formatDate(event.time))  +\(padded) ms  \(event.service)#\(event.instance)  \(event.from.rawValue) → \(event.to.rawValue)  \(event.reason)"
     }
 
     private func paint(_ text: String, _ code: String) -> String {
         colour ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text
     }
 
-    private static func colourCode(_ state: String) -> String {
+    /// `nil`: a disabled service.
+    private static func colourCode(_ state: ServiceState?) -> String {
         switch state {
-        case "running": return "32"
-        case "failed": return "31"
-        case "disabled", "stopped": return "2"
-        default: return "33"
+        case .running: return "32"
+        case .failed: return "31"
+        case nil, .stopped: return "2"
+        case .starting, .stopping, .backoff: return "33"
         }
     }
 

@@ -8,7 +8,8 @@ struct HostControlHandler: ControlHandler {
     let supervisor: Supervisor
     let reloader: HostReloader
     let isolation: IsolationMode
-    let faultInjection: Bool
+    /// `nil` when fault injection is disabled.
+    let faults: FaultInjector?
     let watchdogUsec: UInt64?
     let started: ContinuousClock.Instant
     let logger: Logger
@@ -28,7 +29,7 @@ struct HostControlHandler: ControlHandler {
                 try await supervisor.restartService(try required(request.service))
                 return .done("\(request.service!) restarted")
             case .crash:
-                return try await crash(service: try required(request.service), mode: request.mode ?? "throw")
+                return try await crash(service: try required(request.service), mode: request.mode ?? Fault.throw.rawValue)
             case .reload:
                 return .done(try await reloader.reload())
             case .events:
@@ -62,59 +63,46 @@ struct HostControlHandler: ControlHandler {
         let all = await supervisor.snapshot()
         var services = all
         if let name { services = [try await supervisor.snapshot(of: name)] }
-        let problem = supervisor.health.problem(maxTickAge: .seconds(5))
+        let problem = supervisor.health.problem()
         let host = HostInfo(
             pid: getpid(),
             uptimeSeconds: Double((ContinuousClock.now - started).components.seconds),
             isolation: isolation.rawValue,
             watchdogUsec: watchdogUsec,
-            faultInjection: faultInjection,
-            degraded: problem != nil || all.contains { $0.enabled && $0.state == .failed },
+            faultInjection: faults != nil,
+            degraded: SupervisorHealth.isDegraded(all, supervisorProblem: problem),
             supervisorProblem: problem)
         return HostStatus(host: host, services: services.map(Self.status))
     }
 
     private func crash(service: String, mode: String) async throws -> ControlReply {
-        guard faultInjection else {
+        guard let faults else {
             throw HandlerError("fault injection is disabled on this host; start inetinfo with --enable-fault-injection to allow crash")
         }
         guard let fault = Fault(rawValue: mode) else {
-            throw HandlerError("unknown crash mode '\(mode)' (use \(Fault.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw HandlerError("unknown crash mode '\(mode)' (use \(Fault.names))")
         }
         if service == "host" {
-            logger.critical("crash of the host requested", metadata: ["mode": "\(mode)"])
-            // Answer first, then break: the operator sees that the request was taken.
-            switch fault {
-            case .hang:
-                Task {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    await supervisor.wedge()
-                }
-                return .done("host wedging: the supervisor stops and systemd watchdog pings end")
-            case .trap:
-                Task {
-                    try? await Task.sleep(for: .milliseconds(100))
-                    fatalError("injected fault: host trap")
-                }
-                return .done("host trapping: the process dies")
-            case .throw, .stall, .listener, .slowStart:
-                throw HandlerError("crash host supports --mode hang or trap")
-            }
+            return .done(try faults.injectIntoHost(fault, supervisor: supervisor))
         }
-        try await supervisor.inject(fault, into: service)
+        try await faults.inject(fault, into: service, of: supervisor)
         return .done("\(mode) injected into \(service)")
     }
 
     static func status(_ snapshot: ServiceSnapshot) -> ServiceStatus {
-        ServiceStatus(name: snapshot.name, state: snapshot.state.rawValue, instance: snapshot.instance,
-                      restarts: snapshot.restarts, since: snapshot.since, listen: snapshot.listen,
-                      lastFailure: snapshot.lastFailure.map { FailureInfo(reason: $0.reason, at: $0.at) },
-                      enabled: snapshot.enabled)
+        let figures = snapshot.pid.flatMap(ChildProcess.figures(of:))
+        return ServiceStatus(name: snapshot.name, state: snapshot.state, instance: snapshot.instance,
+                             restarts: snapshot.restarts, since: snapshot.since, listen: snapshot.listen,
+                             lastFailure: snapshot.lastFailure.map {
+                                 FailureInfo(reason: $0.reason, at: $0.at, signal: $0.signal, exitStatus: $0.exitStatus)
+                             },
+                             enabled: snapshot.enabled, pid: snapshot.pid, rssBytes: figures?.rssBytes,
+                             cpuSeconds: figures?.cpuSeconds)
     }
 
     static func record(_ event: SupervisorEvent) -> EventRecord {
         EventRecord(time: event.time, offsetMs: event.offsetMs, service: event.service, instance: event.instance,
-                    from: event.from.rawValue, to: event.to.rawValue, reason: event.reason)
+                    from: event.from, to: event.to, reason: event.reason)
     }
 }
 

@@ -6,6 +6,9 @@ public struct HostOptions: Sendable {
     public var assignments: [String] = []
     /// Dedicated flags as key/value pairs (`--smtp-listen` is `smtp.listen`); they win over `--set`.
     public var flags: [(key: String, value: String, flag: String)] = []
+    /// The binary started as `inetinfo worker` in process isolation: this very program unless a host
+    /// that runs inside another program (a test) names it.
+    public var workerExecutable = "/proc/self/exe"
 
     public init() {}
 

@@ -57,6 +57,7 @@ public enum InetinfoHost {
         let environment = ProcessInfo.processInfo.environment
         let catalog = ServiceCatalog.entries
 
+        let faults = FaultInjector(logger: logger)
         let sockets: [String: [ListeningSocket]]
         let supervisor: Supervisor
         let control: ControlServer
@@ -68,16 +69,36 @@ public enum InetinfoHost {
             let overview = catalog.map { entry in
                 (entry.name, configuration.services[entry.name]!.enabled, sockets[entry.name]?.map(\.address) ?? [])
             }
+            let workers = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let registrations = try catalog.map { entry -> ServiceRegistration in
                 let service = configuration.services[entry.name]!
                 let context = ServiceContext(options: service.options, stateDirectory: configuration.stateDirectory,
-                                             threads: service.threads, hostName: hostName, services: overview)
-                return ServiceRegistration(service: try entry.make(context), settings: service.supervision,
+                                             threads: service.threads, hostName: hostName, services: overview,
+                                             inWorkerProcess: configuration.isolation == .process)
+                let runner: any InstanceRunner
+                if configuration.isolation == .process {
+                    runner = WorkerRunner(executable: options.workerExecutable, service: entry.name,
+                                          spares: configuration.spareWorkers, group: workers, logger: logger,
+                                          logLevel: configuration.logLevel) { number, sockets in
+                        WorkerStart(service: entry.name, instance: number, options: service.options,
+                                    stateDirectory: configuration.stateDirectory, threads: service.threads,
+                                    hostName: hostName, services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
+                                    sockets: sockets.map { .init(name: $0.name, address: $0.address) },
+                                    livenessTimeoutMs: service.supervision.livenessTimeout.milliseconds,
+                                    readinessDelayMs: faults.takeSlowStart(of: entry.name)?.milliseconds)
+                    }
+                } else {
+                    var hosted = try entry.make(context)
+                    if configuration.faultInjection { hosted = faults.instrument(hosted) }
+                    runner = InProcessRunner(service: hosted)
+                }
+                return ServiceRegistration(name: entry.name, runner: runner, settings: service.supervision,
                                            sockets: sockets[entry.name] ?? [], enabled: service.enabled)
             }
             // The supervisor gets a loop of its own: nothing a service does can block it.
             supervisor = Supervisor(services: registrations, isolation: configuration.isolation,
                                     maxAbandoned: configuration.maxAbandoned,
+                                    maxTickAge: SupervisorHealth.maxTickAge(watchdogMicroseconds: watchdogUsec),
                                     eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next(),
                                     logger: logger)
             control = try await ControlServer.bind(path: configuration.controlSocket,
@@ -97,7 +118,7 @@ public enum InetinfoHost {
                                     notifier: notifier, environment: environment,
                                     startable: Set(sockets.keys), logger: logger)
         let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
-                                         faultInjection: configuration.faultInjection, watchdogUsec: watchdogUsec,
+                                         faults: configuration.faultInjection ? faults : nil, watchdogUsec: watchdogUsec,
                                          started: startTime, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,

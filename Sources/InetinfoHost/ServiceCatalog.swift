@@ -10,7 +10,7 @@ public enum ServiceCatalog {
         }) { context in
             let settings = try SMTPSettings(options: context.options, stateDirectory: context.stateDirectory,
                                             hostName: context.hostName)
-            return SMTPService(settings: settings, threads: context.threads)
+            return SMTPService(settings: settings, threads: context.threads, simulatedFailureCrashes: context.inWorkerProcess)
         },
         ServiceEntry(name: "http", defaultListen: "127.0.0.1:8080", options: HTTPSettings.defaultOptions, check: { context throws(SettingError) in
             // No render directory: the check writes nothing.

@@ -33,4 +33,6 @@ public struct ServiceContext: Sendable {
     public var hostName: String
     /// Every service of the host and whether it is enabled (the default web page lists them).
     public var services: [(name: String, enabled: Bool, listen: [String])]
+    /// The service runs in a worker process of its own (`isolation = process`): a crash ends only it.
+    public var inWorkerProcess = false
 }

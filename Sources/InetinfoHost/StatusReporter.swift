@@ -16,7 +16,7 @@ struct StatusReporter: Service {
         await withGracefulShutdownHandler {
             func report() async {
                 let services = await supervisor.snapshot()
-                var states: [NotifyState] = [.status(Self.summary(services, problem: supervisor.health.problem(maxTickAge: .seconds(5))))]
+                var states: [NotifyState] = [.status(Self.summary(services, problem: supervisor.health.problem()))]
                 if !readySent, services.allSatisfy({ !$0.enabled || $0.state == .running }) {
                     readySent = true
                     states.append(.ready)
@@ -46,7 +46,7 @@ struct StatusReporter: Service {
             if service.restarts > 0 { text += " (\(service.restarts) restart\(service.restarts == 1 ? "" : "s"))" }
             return text
         }.joined(separator: ", ")
-        if services.contains(where: { $0.enabled && $0.state == .failed }) { parts += "; degraded" }
+        if SupervisorHealth.isDegraded(services, supervisorProblem: problem) { parts += "; degraded" }
         if let problem { parts += "; \(problem)" }
         return parts
     }

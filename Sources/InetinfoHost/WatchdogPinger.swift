@@ -18,27 +18,25 @@ struct WatchdogPinger: Service {
         // conversions to nanoseconds below from overflowing whatever the variable says.
         let interval = Int64(clamping: min(intervalMicroseconds, 86_400_000_000))
         let period = Duration.microseconds(interval / 2)
-        // The supervisor ticks at least every 250 ms; a tick older than this means its loop is stuck.
-        let maxTickAge = TimeAmount.milliseconds(max(1000, interval / 4000))
         _ = try? await cancelWhenGracefulShutdown {
-        var withheld = false
-        while !Task.isCancelled {
-            if let problem = health.problem(maxTickAge: maxTickAge) {
-                if !withheld {
-                    logger.critical("withholding systemd watchdog pings", metadata: ["reason": "\(problem)"])
-                    withheld = true
+            var withheld = false
+            while !Task.isCancelled {
+                if let problem = health.problem() {
+                    if !withheld {
+                        logger.critical("withholding systemd watchdog pings", metadata: ["reason": "\(problem)"])
+                        withheld = true
+                    }
+                } else {
+                    if withheld { logger.notice("supervisor healthy again; resuming watchdog pings") }
+                    withheld = false
+                    do {
+                        try notifier.notify(.watchdog)
+                    } catch {
+                        logger.warning("cannot send watchdog ping", metadata: ["error": "\(error)"])
+                    }
                 }
-            } else {
-                if withheld { logger.notice("supervisor healthy again; resuming watchdog pings") }
-                withheld = false
-                do {
-                    try notifier.notify(.watchdog)
-                } catch {
-                    logger.warning("cannot send watchdog ping", metadata: ["error": "\(error)"])
-                }
+                try await Task.sleep(for: period)
             }
-            try await Task.sleep(for: period)
-        }
         }
     }
 }

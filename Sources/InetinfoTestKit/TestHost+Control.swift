@@ -1,15 +1,11 @@
 import Foundation
 import HostControl
+import Supervision
 
 /// What tests ask the host, through its control socket.
 extension TestHost {
     /// The fault kinds of `inetinfoctl crash` (see docs/control.md).
-    public enum Fault: String, Sendable, CaseIterable {
-        case `throw`, hang, stall, listener
-        case slowStart = "slow-start"
-        /// Child-process hosts only: the process dies.
-        case trap
-    }
+    public typealias Fault = HostControl.Fault
 
     public var client: ControlClient { ControlClient(path: controlSocket) }
 
@@ -36,8 +32,8 @@ extension TestHost {
 
     /// Injects a fault, as `inetinfoctl crash SERVICE --mode FAULT` does.
     public func inject(_ fault: Fault, into service: String) throws {
-        if fault == .trap, case .inProcess = configuration.mode {
-            throw TestHostError("trap would end the test process; use a child-process host")
+        if fault.endsTheProcess, case .inProcess = configuration.mode {
+            throw TestHostError("\(fault.rawValue) would end the test process; use a child-process host")
         }
         let reply = try client.send(ControlRequest(command: .crash, service: service, mode: fault.rawValue))
         guard reply.ok else { throw TestHostError(reply.error ?? "crash refused") }
@@ -67,9 +63,9 @@ extension TestHost {
 
     /// Waits until `service` enters `state` (as instance `instance`, if given).
     @discardableResult
-    public func waitForState(_ service: String, _ state: String, instance: Int? = nil,
+    public func waitForState(_ service: String, _ state: ServiceState, instance: Int? = nil,
                              timeout: Duration = .seconds(10)) async throws -> EventRecord {
-        try await waitForEvent("\(service) \(state)\(instance.map { " as instance \($0)" } ?? "")", timeout: timeout) {
+        try await waitForEvent("\(service) \(state.rawValue)\(instance.map { " as instance \($0)" } ?? "")", timeout: timeout) {
             $0.service == service && $0.to == state && (instance == nil || $0.instance == instance)
         }
     }

@@ -151,6 +151,8 @@ public final class TestHost: @unchecked Sendable {
             }
             options.flags = flags
             let configuration = try InetinfoHost.configuration(options: options)
+            // This process is the test runner, not `inetinfo`: workers must come from the built binary.
+            if configuration.isolation == .process { options.workerExecutable = try Self.locateBinary() }
             let handle = NIOLockedValueBox<InetinfoHost.Handle?>(nil)
             let task = Task {
                 await InetinfoHost.run(options: options, configuration: configuration, handlesSignals: false) { started in

@@ -17,13 +17,17 @@ public struct SMTPService: HostedService {
     let sessions: ConnectionLimiter
     let names: MaildirNames
     let threads: Int
+    /// In a worker process, the MS02-012 replay crashes the process for real, as the 2002 service did;
+    /// in the host's own process it fails the instance (a crash there would take every service down).
+    let simulatedFailureCrashes: Bool
     /// The spool is cleaned once per host run, by the first instance that gets that far (an instance that
     /// fails before, on a missing state directory say, leaves it to the next).
     let spoolRecovered = NIOLockedValueBox(false)
 
-    public init(settings: SMTPSettings, threads: Int = 1) {
+    public init(settings: SMTPSettings, threads: Int = 1, simulatedFailureCrashes: Bool = false) {
         self.settings = settings
         self.threads = threads
+        self.simulatedFailureCrashes = simulatedFailureCrashes
         writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
         commitPool = NIOThreadPool(numberOfThreads: 32)
         commitPool.start()
@@ -50,7 +54,10 @@ public struct SMTPService: HostedService {
         let environment = SMTPHandler.Environment(
             options: options, delivery: settings.delivery, writer: writer, commitPool: commitPool,
             sessions: sessions, names: names, logger: context.logger,
-            fail: { reason in context.fail(InstanceFailure(reason)) })
+            fail: { [simulatedFailureCrashes] reason in
+                if simulatedFailureCrashes { fatalError("MS02-012 replay: \(reason)") }
+                context.fail(InstanceFailure(reason))
+            })
         let idle = TimeAmount.seconds(Int64(settings.idleTimeoutSeconds))
         try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds))) { channel in
             channel.eventLoop.makeCompletedFuture {

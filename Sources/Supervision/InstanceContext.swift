@@ -31,27 +31,21 @@ public final class InstanceContext: Sendable {
         var forcedStopHandlers: [@Sendable () -> Void] = []
         var forced = false
         var closeListeners: (@Sendable () -> Void)?
+        var readinessDelay: Duration?
     }
 
     // Guards everything above: the context is touched from the supervisor, the instance's task and
     // the instance's event loops.
     private let state = NIOLockedValueBox(State())
     private let events: @Sendable (InstanceEvent) -> Void
-    /// Set by fault injection (`slow-start`): the ready report reaches the supervisor only this late.
-    let readinessDelay: Duration?
 
-    enum InstanceEvent: Sendable {
-        case ready(service: String, number: Int)
-        case failed(service: String, number: Int, InstanceFailure)
-    }
-
-    init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger, readinessDelay: Duration? = nil,
-         events: @escaping @Sendable (InstanceEvent) -> Void) {
+    /// - Parameter events: where the instance's ready and failure reports go (its runner).
+    public init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
+                events: @escaping @Sendable (InstanceEvent) -> Void) {
         self.service = service
         self.number = number
         self.sockets = sockets
         self.logger = logger
-        self.readinessDelay = readinessDelay
         self.events = events
     }
 
@@ -60,21 +54,27 @@ public final class InstanceContext: Sendable {
     /// The instance accepts connections. `eventLoops` are the loops that serve it; each is pinged for
     /// liveness, and fault injection acts on them.
     public func reportReady(eventLoops: [any EventLoop]) {
-        let first = state.withLockedValue { state -> Bool in
+        let (first, delay) = state.withLockedValue { state -> (Bool, Duration?) in
             defer { state.readyReported = true }
             state.eventLoops = eventLoops
-            return !state.readyReported
+            return (!state.readyReported, state.readinessDelay)
         }
         guard first else { return }
-        if let readinessDelay {
-            let (service, number, events) = (service, number, events)
+        if let delay {
+            let events = events
             Task {
-                try? await Task.sleep(for: readinessDelay)
-                events(.ready(service: service, number: number))
+                try? await Task.sleep(for: delay)
+                events(.ready)
             }
         } else {
-            events(.ready(service: service, number: number))
+            events(.ready)
         }
+    }
+
+    /// Fault injection (`slow-start`): the ready report reaches the supervisor only `delay` after the
+    /// instance makes it. Call before the instance runs.
+    @_spi(FaultInjection) public func delayReadiness(by delay: Duration) {
+        state.withLockedValue { $0.readinessDelay = delay }
     }
 
     /// Registers how the instance's listening channels are closed (fault injection of a dead listener).
@@ -106,7 +106,7 @@ public final class InstanceContext: Sendable {
             return state.waiters
         }
         guard let waiters else { return }
-        events(.failed(service: service, number: number, failure))
+        events(.failed(reason: failure.reason))
         waiters.forEach { $0.resume(throwing: failure) }
     }
 
@@ -130,12 +130,13 @@ public final class InstanceContext: Sendable {
     /// Whether the supervisor asked for a stop; an instance still starting checks it before serving.
     public var isStopRequested: Bool { state.withLockedValue { $0.stopRequested } }
 
-    // MARK: called by the supervisor
+    // MARK: called by the runner and by fault injection
 
-    var hasEventLoops: Bool { state.withLockedValue { !$0.eventLoops.isEmpty } }
+    /// Whether the instance reported event loops that still run.
+    @_spi(FaultInjection) public var hasEventLoops: Bool { state.withLockedValue { !$0.eventLoops.isEmpty } }
 
     /// Closes the instance's listeners as if they had died; `false` if it registered no way to.
-    func closeListeners() -> Bool {
+    @_spi(FaultInjection) public func closeListeners() -> Bool {
         guard let close = state.withLockedValue({ $0.closeListeners }) else { return false }
         close()
         return true
@@ -143,11 +144,11 @@ public final class InstanceContext: Sendable {
 
     /// Runs `body` with the instance's event loops, holding the lock so that they cannot be shut down
     /// meanwhile (scheduling work on a loop that has shut down is an error).
-    func withLiveEventLoops<Result>(_ body: ([any EventLoop]) -> Result) -> Result {
+    @_spi(FaultInjection) public func withLiveEventLoops<Result>(_ body: ([any EventLoop]) -> Result) -> Result {
         state.withLockedValue { body($0.eventLoops) }
     }
 
-    func requestStop() {
+    public func requestStop() {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>] in
             state.stopRequested = true
             defer { state.waiters.removeAll() }
@@ -156,7 +157,7 @@ public final class InstanceContext: Sendable {
         waiters.forEach { $0.resume() }
     }
 
-    func forceStop() {
+    public func forceStop() {
         requestStop()
         let handlers = state.withLockedValue { state -> [@Sendable () -> Void] in
             guard !state.forced else { return [] }

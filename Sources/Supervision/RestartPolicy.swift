@@ -31,4 +31,7 @@ public enum IsolationMode: String, Sendable, Codable, CaseIterable {
     case isolated
     /// One-for-all: any failure restarts every service, as Windows 2000's Inetinfo.exe did.
     case shared
+    /// One-for-one, with every instance in a worker process of its own (the host's runner): a crash,
+    /// not only a failure Swift can throw, is contained.
+    case process
 }

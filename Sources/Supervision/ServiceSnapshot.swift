@@ -4,9 +4,16 @@ import Foundation
 public struct FailureRecord: Sendable, Codable, Equatable {
     public var reason: String
     public var at: Date
-    public init(reason: String, at: Date) {
+    /// The signal that ended a worker process (`SIGSEGV`), if one did.
+    public var signal: String?
+    /// The status a worker process exited with, if it exited.
+    public var exitStatus: Int32?
+
+    public init(reason: String, at: Date, signal: String? = nil, exitStatus: Int32? = nil) {
         self.reason = reason
         self.at = at
+        self.signal = signal
+        self.exitStatus = exitStatus
     }
 }
 
@@ -21,4 +28,6 @@ public struct ServiceSnapshot: Sendable, Codable, Equatable {
     public var listen: [String]
     public var lastFailure: FailureRecord?
     public var enabled: Bool
+    /// The process that runs the current instance; `nil` when none runs.
+    public var pid: Int32?
 }

@@ -4,8 +4,6 @@ public enum SupervisorError: Error, CustomStringConvertible, Sendable, Equatable
     case notRunning(String, state: ServiceState)
     case alreadyRunning(String, state: ServiceState)
     case shuttingDown
-    /// The service's instances registered no way to apply this fault (e.g. `listener` without listeners).
-    case unsupportedFault(String, fault: Fault)
     /// A service exceeded its restart intensity with the `escalate` outcome: the host must exit non-zero.
     case escalated(service: String, reason: String)
 
@@ -19,8 +17,6 @@ public enum SupervisorError: Error, CustomStringConvertible, Sendable, Equatable
             return "\(name) is already \(state.rawValue)"
         case .shuttingDown:
             return "the host is shutting down"
-        case .unsupportedFault(let name, let fault):
-            return "\(name) does not support the fault '\(fault.rawValue)'"
         case .escalated(let service, let reason):
             return "\(service) exceeded its restart intensity (\(reason)); escalating to the service manager"
         }

@@ -6,6 +6,9 @@ import NIOCore
 /// Healthy means: the supervisor's own loop ticked recently, and no more hung instances have been
 /// abandoned than the limit allows (their threads stay blocked; past the limit only a restart of the
 /// whole process frees them, so the outer tier must take over).
+///
+/// This is the one definition of "healthy": the watchdog pinger, `status` and the systemd `STATUS=` line
+/// all ask ``problem()``.
 public final class SupervisorHealth: Sendable {
     private struct State {
         var lastTick: NIODeadline = .now()
@@ -15,9 +18,26 @@ public final class SupervisorHealth: Sendable {
 
     // Guards the tick time and the abandoned count, written by the supervisor, read by the pinger.
     private let state: NIOLockedValueBox<State>
+    /// A tick older than this means the supervisor's loop is stuck.
+    public let maxTickAge: TimeAmount
 
-    init(maxAbandoned: Int) {
+    init(maxAbandoned: Int, maxTickAge: TimeAmount) {
         state = NIOLockedValueBox(State(maxAbandoned: maxAbandoned))
+        self.maxTickAge = maxTickAge
+    }
+
+    /// How old the supervisor's last tick may be for a host whose systemd watchdog interval is
+    /// `watchdogMicroseconds`: a quarter of it, and at least a second (the supervisor ticks at least
+    /// every 250 ms, so a second without one is already four missed ticks).
+    public static func maxTickAge(watchdogMicroseconds: UInt64?) -> TimeAmount {
+        // A day is more than any watchdog means, and keeps the conversion from overflowing.
+        let quarter = Int64(clamping: min(watchdogMicroseconds ?? 0, 86_400_000_000)) / 4
+        return .microseconds(max(1_000_000, quarter))
+    }
+
+    /// Whether the host counts as degraded: some enabled service is failed, or the supervisor is not healthy.
+    public static func isDegraded(_ services: [ServiceSnapshot], supervisorProblem: String?) -> Bool {
+        supervisorProblem != nil || services.contains { $0.enabled && $0.state == .failed }
     }
 
     func tick() { state.withLockedValue { $0.lastTick = .now() } }
@@ -30,7 +50,7 @@ public final class SupervisorHealth: Sendable {
     public var abandonedInstances: Int { state.withLockedValue { $0.abandoned } }
 
     /// Why the supervisor is not healthy, or `nil` when it is.
-    public func problem(maxTickAge: TimeAmount) -> String? {
+    public func problem() -> String? {
         state.withLockedValue { state in
             let age = NIODeadline.now() - state.lastTick
             if age > maxTickAge {

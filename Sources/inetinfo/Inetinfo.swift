@@ -43,6 +43,16 @@ struct Inetinfo: AsyncParsableCommand {
     @Option(name: .customLong("set"), help: ArgumentHelp("Set any configuration key, e.g. --set supervisor.max-restarts=5.", valueName: "KEY=VALUE"))
     var assignments: [String] = []
 
+    /// `inetinfo worker …` is how the host starts a worker process (`isolation = process`); it is not
+    /// meant for people, so it stays out of the parsed interface.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "worker" {
+            Foundation.exit(await InetinfoHost.runWorker(arguments: Array(arguments.dropFirst())))
+        }
+        await main(arguments)
+    }
+
     func run() async throws {
         var options = HostOptions()
         options.configFile = config

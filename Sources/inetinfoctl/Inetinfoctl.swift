@@ -36,8 +36,7 @@ struct SocketOption: ParsableArguments {
         if let socket { return socket }
         let environment = ProcessInfo.processInfo.environment
         if let value = environment["INETINFO_SOCKET"], !value.isEmpty { return value }
-        if let runtime = environment["RUNTIME_DIRECTORY"], !runtime.isEmpty { return "\(runtime)/inetinfo.sock" }
-        return "./var/run/inetinfo.sock"
+        return ControlSocketPath.default(environment: environment)
     }
 
     func client(timeout: Int = 10) -> ControlClient { ControlClient(path: path, timeout: timeout) }
@@ -111,11 +110,10 @@ struct Crash: ParsableCommand {
         discussion: "SERVICE is a service name, or `host` (modes hang and trap) to break the host itself.")
     @OptionGroup var socket: SocketOption
     @Argument var service: String
-    static let modes = ["throw", "hang", "stall", "listener", "slow-start", "trap"]
-    @Option(help: "throw, hang, stall, listener, slow-start or trap (see docs/control.md).") var mode: String = "throw"
+    @Option(help: ArgumentHelp("One of \(Fault.names) (see docs/control.md).")) var mode: String = Fault.throw.rawValue
 
     func validate() throws {
-        guard Self.modes.contains(mode) else { throw ValidationError("--mode must be one of \(Self.modes.joined(separator: ", "))") }
+        guard Fault(rawValue: mode) != nil else { throw ValidationError("--mode must be one of \(Fault.names)") }
     }
 
     func run() throws { try perform(ControlRequest(command: .crash, service: service, mode: mode), socket: socket) }

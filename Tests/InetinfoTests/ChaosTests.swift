@@ -42,7 +42,7 @@ import Testing
                 // Each injection hits a fresh instance, so every one is a failure of its own.
                 let target = try await Deadline.eventually("a new smtp instance running", timeout: .seconds(30)) { () -> Int? in
                     let smtp = try host.service("smtp")
-                    return smtp.state == "running" && smtp.instance > lastInstance ? smtp.instance : nil
+                    return smtp.state == .running && smtp.instance > lastInstance ? smtp.instance : nil
                 }
                 try await Task.sleep(for: .milliseconds(Int.random(in: 5...60)))
                 let fault = faults.randomElement()!

@@ -41,6 +41,7 @@ import Systemd
         #expect(documented["restart-policy"]?.value == supervision.restartPolicy.rawValue)
         #expect(documented["on-max-restarts"]?.value == supervision.onMaxRestarts.rawValue)
         #expect(documented["supervisor.max-abandoned"]?.value == String(config.maxAbandoned))
+        #expect(documented["supervisor.spare-workers"]?.value == String(config.spareWorkers))
         #expect(documented["host.isolation"]?.value == config.isolation.rawValue)
         #expect(documented["host.log-level"]?.value == config.logLevel)
         // Every service key with a plain documented default has that default in the code, and every key
@@ -108,7 +109,7 @@ import Systemd
         let error = #expect(throws: ConfigurationError.self) { try configuration(["supervisor.max-restarts=many"]) }
         #expect(error?.description == "--set: supervisor.max-restarts: 'many' is not an integer")
         let choice = #expect(throws: ConfigurationError.self) { try configuration(["host.isolation=sometimes"]) }
-        #expect(choice?.description == "--set: host.isolation: 'sometimes' is not one of isolated, shared")
+        #expect(choice?.description == "--set: host.isolation: 'sometimes' is not one of isolated, shared, process")
         let syntax = #expect(throws: ConfigurationError.self) { try configuration([], file: "[supervisor\nmax-restarts = 1") }
         #expect(syntax?.key == nil)
         #expect(syntax?.description.contains("not valid TOML") == true, "\(syntax.map(String.init(describing:)) ?? "")")

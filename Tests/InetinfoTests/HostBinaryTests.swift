@@ -58,7 +58,7 @@ import Testing
         var status = try await eventually("smtp instance 2 running", timeout: .seconds(10)) {
             let status = try host.status()
             let smtp = status.services[0]
-            return smtp.instance == 2 && smtp.state == "running" && status.allEnabledRunning ? status : nil
+            return smtp.instance == 2 && smtp.state == .running && status.allEnabledRunning ? status : nil
         }
         #expect(status.services[0].restarts == 1)
         // lastFailure as status --json prints it: a reason and an ISO 8601 time.
@@ -90,7 +90,7 @@ import Testing
         let events = try host.ctl(["events", "--json"])
         let lines = events.stdout.split(separator: "\n")
         let decoded = try lines.map { try ControlJSON.decoder().decode(EventRecord.self, from: Data($0.utf8)) }
-        #expect(decoded.contains { $0.service == "smtp" && $0.instance == 1 && $0.to == "backoff" })
+        #expect(decoded.contains { $0.service == "smtp" && $0.instance == 1 && $0.to == .backoff })
         #expect(decoded.contains { $0.service == "http" && $0.reason.hasPrefix("hung") })
         for line in lines {
             let keys = Set(try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]).keys)

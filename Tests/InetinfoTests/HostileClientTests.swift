@@ -504,7 +504,7 @@ struct BoundedRun {
                 print("[hostile] HTTP flood \(name): \(flood)")
                 #expect(!flood.stopped.hasPrefix("the server closing"), "HTTP flood \(name): \(flood)")
             }
-            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            let failures = ((try? host.events()) ?? []).filter { $0.to == .failed || $0.to == .backoff }
             #expect(failures.isEmpty && host.isRunning, "service failures during the flood:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))\nhost log:\n\(Support.hostLog(host))")
             let answered = host.log.components(separatedBy: "\" 200 0 \"").count - 1
             print("[hostile] HTTP flood: access log lines for answered HEADs: \(answered)")
@@ -783,7 +783,7 @@ struct BoundedRun {
             let rest = client.read(keep: 0, timeout: .seconds(10))
             print("[hostile] SMTP flood: read \(Support.mib(rest.count)) of replies, then \(rest.end) after \(ContinuousClock.now - started)")
             #expect(rest.end.isClosed, "the unread session was not closed (\(rest.end) after reading \(Support.mib(rest.count)))")
-            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            let failures = ((try? host.events()) ?? []).filter { $0.to == .failed || $0.to == .backoff }
             #expect(failures.isEmpty && host.isRunning,
                     "the session was ended by a service failure, not the send timeout:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))\nhost log:\n\(Support.hostLog(host, last: 8))")
             Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP flood")
@@ -807,7 +807,7 @@ struct BoundedRun {
             let closing = small.read(keep: 0, timeout: .seconds(10))
             print("[hostile] SMTP send timeout: read \(Support.mib(closing.count)) of replies, then \(closing.end); host RSS \(Support.mib(before.rss)) before, \(Support.mib(Support.memory(of: pid).rss)) after")
             #expect(closing.end.isClosed, "a session that never reads its replies was not closed (\(closing.end) after \(Support.mib(closing.count)))")
-            let failures = ((try? host.events()) ?? []).filter { $0.to == "failed" || $0.to == "backoff" }
+            let failures = ((try? host.events()) ?? []).filter { $0.to == .failed || $0.to == .backoff }
             #expect(failures.isEmpty, "service failures:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))")
             Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP send timeout")
         }

@@ -27,7 +27,7 @@ import Testing
             let before = host.deliveredMessages(to: "bob@localhost")
             let replies = try sendProbe(to: host)
             #expect(replies.last == "(closed)")
-            try await host.waitForState("smtp", "running", instance: 2)
+            try await host.waitForState("smtp", .running, instance: 2)
             // Nothing was read out, sent, added or deleted: the Maildir is exactly as it was, no new mailbox
             // appeared, and the failed transaction's chunk ("b00m") was thrown away.
             #expect(host.deliveredMessages(to: "bob@localhost") == before)
@@ -44,11 +44,11 @@ import Testing
         // No automatic restart left (intensity 0): the service stays failed until an operator acts.
         try await TestHost.with(.init(simulateMS02012: true, settings: ["smtp.max-restarts": "0"])) { host in
             _ = try sendProbe(to: host)
-            try await host.waitForState("smtp", "failed", instance: 1)
+            try await host.waitForState("smtp", .failed, instance: 1)
             #expect(try host.status().host.degraded)
             let reply = try host.client.send(ControlRequest(command: .start, service: "smtp"))
             #expect(reply.ok)
-            try await host.waitForState("smtp", "running", instance: 2)
+            try await host.waitForState("smtp", .running, instance: 2)
             let client = try SMTPTestClient(port: try host.port(of: "smtp"))
             #expect(try client.code() == "220")
         }
@@ -62,7 +62,7 @@ import Testing
             let smtp = try host.service("smtp")
             #expect(smtp.enabled == false)
             #expect(smtp.listen.isEmpty)
-            #expect(smtp.state == "stopped")
+            #expect(smtp.state == .stopped)
             #expect(try host.status().allEnabledRunning)
             // Nothing listens where SMTP would: the probe cannot even be sent.
             #expect(throws: TCPConnectError.self) { try TCPTestSocket.connect(port: port, timeoutSeconds: 1) }

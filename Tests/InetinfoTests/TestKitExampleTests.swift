@@ -13,7 +13,7 @@ import Testing
         #expect(reply?.hasPrefix("250") == true)
 
         try host.inject(.throw, into: "smtp")
-        try await host.waitForState("smtp", "running", instance: 2)
+        try await host.waitForState("smtp", .running, instance: 2)
 
         #expect(host.deliveredMessages(to: "bob@localhost").map(\.body) == [Data("Subject: hi\r\n\r\nhello\r\n".utf8)])
         #expect(try host.service("http").instance == 1)
@@ -23,7 +23,7 @@ import Testing
 @Test func inProcessHostsWorkToo() async throws {
     try await TestHost.with(.init(mode: .inProcess, settings: ["http.enabled": "false"])) { host in
         try host.inject(.listener, into: "smtp")
-        try await host.waitForState("smtp", "running", instance: 2)
+        try await host.waitForState("smtp", .running, instance: 2)
         #expect(throws: TestHostError.self) { try host.inject(.trap, into: "smtp") }
         let client = try SMTPTestClient(port: try host.port(of: "smtp"))
         #expect(try client.code() == "220")

@@ -3,7 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
-@testable import Supervision
+@_spi(FaultInjection) @testable import Supervision
 
 /// A line echo service: the smallest real TCP service behind the hosted-service protocol.
 struct LineEchoService: HostedService {
@@ -56,6 +56,8 @@ struct ScriptedService: HostedService {
         case neverReady
         /// Report ready, then ignore stop requests until forced.
         case ignoreGracefulStop
+        /// Report ready only after the delay, then serve until stopped.
+        case readyAfter(Duration)
     }
 
     let name: String
@@ -79,6 +81,10 @@ struct ScriptedService: HostedService {
             context.reportReady(eventLoops: [group.next()])
             try await Task.sleep(for: delay)
         case .neverReady:
+            try await context.untilStopped()
+        case .readyAfter(let delay):
+            try await Task.sleep(for: delay)
+            context.reportReady(eventLoops: [group.next()])
             try await context.untilStopped()
         case .ignoreGracefulStop:
             context.reportReady(eventLoops: [group.next()])
@@ -164,6 +170,31 @@ final class SupervisorHarness: Sendable {
             defer { group.cancelAll() }
             guard let first = try await group.next(), let result = first else { throw HarnessError("run() did not end") }
             return result
+        }
+    }
+
+    /// What the tests break in a running in-process instance (the host's fault injection does the same
+    /// through its own hook; the supervisor itself knows no faults).
+    enum Breakage {
+        case fail, hang, stall, closeListeners
+    }
+
+    func breakInstance(of name: String, _ breakage: Breakage) async throws {
+        let handle = try await supervisor.runningInstance(of: name)
+        guard let instance = handle as? InProcessInstance else { throw HarnessError("\(name) does not run in process") }
+        let context = instance.context
+        switch breakage {
+        case .fail:
+            context.fail(InstanceFailure("test: instance broken"))
+        case .hang:
+            context.withLiveEventLoops { loops in loops.forEach { $0.execute { while true { sleep(3600) } } } }
+        case .stall:
+            let duration = try await supervisor.settings(of: name).livenessTimeout * 3
+            let (seconds, attoseconds) = duration.components
+            let micro = UInt32(seconds) * 1_000_000 + UInt32(attoseconds / 1_000_000_000_000)
+            context.withLiveEventLoops { loops in loops.forEach { $0.execute { usleep(micro) } } }
+        case .closeListeners:
+            guard context.closeListeners() else { throw HarnessError("\(name) has no listeners") }
         }
     }
 

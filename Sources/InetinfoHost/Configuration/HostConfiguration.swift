@@ -1,4 +1,5 @@
 import Foundation
+import HostControl
 import NIOCore
 import Supervision
 
@@ -11,6 +12,8 @@ public struct HostConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// Hung instances that may be abandoned before the systemd watchdog pings stop.
     public var maxAbandoned = 3
+    /// Idle, already started workers kept per service in process isolation (`supervisor.spare-workers`).
+    public var spareWorkers = 1
     public var services: [String: ServiceConfiguration] = [:]
 
     /// Per-service keys: the supervision settings (`supervisor.*` overridden by `<service>.*`),
@@ -44,7 +47,7 @@ public struct HostConfiguration: Sendable, Equatable {
             let known: Bool
             switch section {
             case "host": known = Self.hostKeys.contains(name)
-            case "supervisor": known = Self.supervisionKeys.contains(name) || name == "max-abandoned"
+            case "supervisor": known = Self.supervisionKeys.contains(name) || name == "max-abandoned" || name == "spare-workers"
             default:
                 let entry = catalog.first { $0.name == section }
                 known = knownServices.contains(section)
@@ -54,15 +57,15 @@ public struct HostConfiguration: Sendable, Equatable {
             guard known else { throw reader.error(key, "unknown key (see docs/configuration.md)") }
         }
 
-        let stateDefault = environment["STATE_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) } ?? "./var"
+        let stateDefault = ControlSocketPath.firstEntry(environment["STATE_DIRECTORY"]) ?? ControlSocketPath.defaultStateDirectory
         stateDirectory = try reader.string("host.state-dir") ?? stateDefault
-        let runtimeDefault = environment["RUNTIME_DIRECTORY"].flatMap { $0.split(separator: ":").first.map(String.init) }
-            .map { "\($0)/inetinfo.sock" } ?? "\(stateDirectory)/run/inetinfo.sock"
-        controlSocket = try reader.string("host.control-socket") ?? runtimeDefault
+        controlSocket = try reader.string("host.control-socket")
+            ?? ControlSocketPath.default(environment: environment, stateDirectory: stateDirectory)
         isolation = try reader.choice("host.isolation", IsolationMode.self) ?? .isolated
         faultInjection = try reader.bool("host.fault-injection") ?? false
         logLevel = try reader.choice("host.log-level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) ?? "info"
         maxAbandoned = try reader.integer("supervisor.max-abandoned", in: 0...1_000) ?? 3
+        spareWorkers = try reader.integer("supervisor.spare-workers", in: 0...1) ?? 1
 
         let defaults = try reader.supervision(prefix: "supervisor", base: SupervisionSettings())
         for entry in catalog {

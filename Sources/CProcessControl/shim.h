@@ -1,0 +1,20 @@
+// Process-control calls Swift cannot import directly: `prctl` is variadic, and glibc's
+// `posix_spawn_file_actions_addclosefrom_np` (2.34+) is not exported by Swift's Glibc module.
+#ifndef INETINFO_PROCESS_CONTROL_SHIM_H
+#define INETINFO_PROCESS_CONTROL_SHIM_H
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+
+/// The calling process receives `signal` when its parent ends (PR_SET_PDEATHSIG).
+static inline int inetinfo_set_parent_death_signal(int signal) {
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL);
+}
+
+/// The spawned child closes every descriptor from `lowest` up.
+static inline int inetinfo_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
+}
+
+#endif

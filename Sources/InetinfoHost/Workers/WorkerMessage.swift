@@ -1,0 +1,65 @@
+import Foundation
+import HostControl
+
+/// The messages of a worker's control channel (one end of a socketpair, descriptor 3 in the worker):
+/// one JSON object per line, in both directions.
+enum WorkerMessage: Codable, Sendable, Equatable {
+    // host → worker
+    /// Serve: build the service and adopt the sockets. Sent once; a spare waits for it.
+    case start(WorkerStart)
+    /// Answer with ``pong(_:)`` once every event loop of the instance has run a no-op.
+    case ping(Int)
+    /// Stop gracefully (finish the connections), then exit 0.
+    case stop
+    case fault(Fault)
+
+    // worker → host
+    case ready
+    case failed(String)
+    case pong(Int)
+
+    func encodedLine() -> Data {
+        // Encoding a value of this type cannot fail (no floats that could be non-finite, no custom encoders).
+        var data = (try? JSONEncoder().encode(self)) ?? Data()
+        data.append(0x0A)
+        return data
+    }
+
+    static func decode(line: some Collection<UInt8>) -> WorkerMessage? {
+        try? JSONDecoder().decode(WorkerMessage.self, from: Data(line))
+    }
+}
+
+/// What a worker needs to run one instance of a service: the host's configuration of it, as the host
+/// holds it at the moment the instance starts (so that a reload reaches the next worker).
+struct WorkerStart: Codable, Sendable, Equatable {
+    struct Socket: Codable, Sendable, Equatable {
+        var name: String
+        var address: String
+    }
+
+    struct Peer: Codable, Sendable, Equatable {
+        var name: String
+        var enabled: Bool
+        var listen: [String]
+    }
+
+    var service: String
+    var instance: Int
+    var options: [String: String]
+    var stateDirectory: String
+    var threads: Int
+    var hostName: String
+    var services: [Peer]
+    /// The sockets at descriptors 4, 5, … in this order.
+    var sockets: [Socket]
+    var livenessTimeoutMs: Int64
+    /// Fault injection (`slow-start`): the ready report goes out this late.
+    var readinessDelayMs: Int64?
+}
+
+/// Where things are in a worker process.
+enum WorkerDescriptors {
+    static let control: Int32 = 3
+    static let firstSocket: Int32 = 4
+}

@@ -1,0 +1,253 @@
+import Foundation
+import Glibc
+import HostControl
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOPosix
+import Supervision
+
+/// Runs each instance of a service in a worker process of its own (`isolation = process`): a trap, a
+/// segfault or an abort ends that worker only, and the supervisor restarts it as it would any failure.
+///
+/// Contract: every worker is `inetinfo worker` started through `posix_spawn` with the service's
+/// host-owned listening sockets at descriptors 4, 5, … and one end of a socketpair at 3 (its control
+/// channel, ``WorkerMessage``), nothing else; every worker is reaped; a worker never outlives the host
+/// (it asks the kernel for SIGKILL when the host dies, and exits at EOF on its channel). With
+/// `spares > 0` one idle worker waits, already started, and the next launch only sends it its start
+/// message; a new spare is started behind it.
+final class WorkerRunner: InstanceRunner {
+    private let executable: String
+    private let service: String
+    private let spares: Int
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let logLevel: String
+    /// The start message for instance `number`, from the host's configuration of the service now.
+    private let makeStart: @Sendable (_ number: Int, _ sockets: [ListeningSocket]) -> WorkerStart
+    // Guards the idle spare and whether the runner was shut down, touched by the supervisor and by
+    // spares' reapers.
+    private let state = NIOLockedValueBox<(spare: WorkerInstance?, closed: Bool)>((nil, false))
+
+    init(executable: String, service: String, spares: Int, group: any EventLoopGroup, logger: Logger, logLevel: String,
+         makeStart: @escaping @Sendable (_ number: Int, _ sockets: [ListeningSocket]) -> WorkerStart) {
+        self.executable = executable
+        self.service = service
+        self.spares = spares
+        self.group = group
+        self.logger = logger
+        self.logLevel = logLevel
+        self.makeStart = makeStart
+    }
+
+    func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
+        let worker: WorkerInstance
+        if let spare = takeSpare() {
+            worker = spare
+        } else {
+            do {
+                worker = try spawn(sockets: spec.sockets)
+            } catch {
+                spec.logger.error("cannot start a worker process", metadata: ["error": "\(error)"])
+                return UnstartedWorker(reason: "cannot start a worker process: \(error)")
+            }
+        }
+        worker.attach(events: events)
+        worker.send(.start(makeStart(spec.number, spec.sockets)))
+        spec.logger.info("worker serving", metadata: ["pid": "\(worker.pid)"])
+        if spares > 0 { startSpare(sockets: spec.sockets) }
+        return worker
+    }
+
+    func shutDown() {
+        let spare = state.withLockedValue { state in
+            state.closed = true
+            defer { state.spare = nil }
+            return state.spare
+        }
+        spare?.forceStop()
+    }
+
+    private func takeSpare() -> WorkerInstance? {
+        state.withLockedValue { state in
+            defer { state.spare = nil }
+            guard let spare = state.spare, !spare.hasEnded else { return nil }
+            return spare
+        }
+    }
+
+    private func startSpare(sockets: [ListeningSocket]) {
+        guard state.withLockedValue({ !$0.closed && $0.spare == nil }) else { return }
+        do {
+            let spare = try spawn(sockets: sockets)
+            let kept = state.withLockedValue { state -> Bool in
+                guard !state.closed, state.spare == nil else { return false }
+                state.spare = spare
+                return true
+            }
+            if !kept { spare.forceStop() }
+        } catch {
+            logger.warning("cannot start a spare worker", metadata: ["service": "\(service)", "error": "\(error)"])
+        }
+    }
+
+    private func spawn(sockets: [ListeningSocket]) throws -> WorkerInstance {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw ChildProcess.SpawnError(operation: "socketpair", errno: errno)
+        }
+        let pid: pid_t
+        do {
+            // A worker that crashes must end at once, for its replacement to take over in milliseconds:
+            // Swift's backtracer would keep it alive for seconds (unless the operator asks for it).
+            pid = try ChildProcess.spawn(executable: executable, name: "inetinfo",
+                                         arguments: ["worker", "--service", service, "--host-pid", "\(getpid())",
+                                                     "--log-level", logLevel],
+                                         descriptors: [pair[1]] + sockets.map(\.fd),
+                                         environment: ["SWIFT_BACKTRACE": "enable=no"])
+        } catch {
+            Glibc.close(pair[0])
+            Glibc.close(pair[1])
+            throw error
+        }
+        Glibc.close(pair[1])
+        let channel = ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                }
+            }
+            .withConnectedSocket(pair[0])
+        let worker = WorkerInstance(pid: pid, channel: channel)
+        channel.whenSuccess { channel in
+            try? channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(worker: worker))
+        }
+        channel.whenFailure { [logger] error in
+            logger.error("cannot adopt a worker's control channel; killing it", metadata: ["pid": "\(pid)", "error": "\(error)"])
+            kill(pid, SIGKILL)
+        }
+        Task {
+            let end = await ChildProcess.reap(pid)
+            worker.ended(end)
+        }
+        return worker
+    }
+}
+
+/// A worker process as the supervisor drives it.
+final class WorkerInstance: InstanceHandle {
+    let pid: Int32
+    private let channel: EventLoopFuture<any Channel>
+
+    private struct State {
+        var events: (@Sendable (InstanceEvent) -> Void)?
+        var pings: [Int: @Sendable () -> Void] = [:]
+        var nextPing = 0
+        var end: InstanceEnd?
+        var endWaiters: [CheckedContinuation<InstanceEnd, Never>] = []
+    }
+
+    // Guards the event sink, the outstanding pings and the end: written by the supervisor, the channel's
+    // loop and the reaper.
+    private let state = NIOLockedValueBox(State())
+
+    init(pid: Int32, channel: EventLoopFuture<any Channel>) {
+        self.pid = pid
+        self.channel = channel
+    }
+
+    var forcedStopIsCertain: Bool { true }
+
+    var hasEnded: Bool { state.withLockedValue { $0.end != nil } }
+
+    func attach(events: @escaping @Sendable (InstanceEvent) -> Void) {
+        state.withLockedValue { $0.events = events }
+    }
+
+    func send(_ message: WorkerMessage) {
+        let line = message.encodedLine()
+        channel.whenSuccess { channel in
+            channel.writeAndFlush(ByteBuffer(bytes: line), promise: nil)
+        }
+    }
+
+    func ping(answered: @escaping @Sendable () -> Void) {
+        let id = state.withLockedValue { state -> Int in
+            state.nextPing += 1
+            state.pings[state.nextPing] = answered
+            return state.nextPing
+        }
+        send(.ping(id))
+    }
+
+    func requestStop() { send(.stop) }
+
+    /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode.
+    func forceStop() { kill(pid, SIGKILL) }
+
+    func inject(_ fault: Fault) { send(.fault(fault)) }
+
+    func ended() async -> InstanceEnd {
+        await withCheckedContinuation { continuation in
+            let end = state.withLockedValue { state -> InstanceEnd? in
+                if state.end == nil { state.endWaiters.append(continuation) }
+                return state.end
+            }
+            if let end { continuation.resume(returning: end) }
+        }
+    }
+
+    // MARK: from the channel and the reaper
+
+    func received(_ message: WorkerMessage) {
+        switch message {
+        case .ready:
+            state.withLockedValue { $0.events }?(.ready)
+        case .failed(let reason):
+            state.withLockedValue { $0.events }?(.failed(reason: reason))
+        case .pong(let id):
+            state.withLockedValue { $0.pings.removeValue(forKey: id) }?()
+        case .start, .ping, .stop, .fault:
+            break  // host-to-worker messages; a worker never sends them
+        }
+    }
+
+    func ended(_ end: InstanceEnd) {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<InstanceEnd, Never>] in
+            state.end = end
+            defer { state.endWaiters = [] }
+            return state.endWaiters
+        }
+        waiters.forEach { $0.resume(returning: end) }
+        channel.whenSuccess { $0.close(promise: nil) }
+    }
+}
+
+/// Decodes the worker's lines into messages for its ``WorkerInstance``.
+private final class WorkerChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let worker: WorkerInstance
+
+    init(worker: WorkerInstance) { self.worker = worker }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let line = unwrapInboundIn(data)
+        if let message = WorkerMessage.decode(line: line.readableBytesView) { worker.received(message) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// A worker that could not be started: it has already ended, with the reason.
+struct UnstartedWorker: InstanceHandle {
+    let reason: String
+    var pid: Int32 { 0 }
+    var forcedStopIsCertain: Bool { true }
+    func ping(answered: @escaping @Sendable () -> Void) { answered() }
+    func requestStop() {}
+    func forceStop() {}
+    func ended() async -> InstanceEnd { .threw(reason: reason) }
+}
