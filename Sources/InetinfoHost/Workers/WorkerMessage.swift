@@ -1,5 +1,6 @@
 import Foundation
 import HostControl
+import NIOCore
 
 /// The messages of a worker's control channel (one end of a socketpair, descriptor 3 in the worker):
 /// one JSON object per line, in both directions.
@@ -62,4 +63,30 @@ struct WorkerStart: Codable, Sendable, Equatable {
 enum WorkerDescriptors {
     static let control: Int32 = 3
     static let firstSocket: Int32 = 4
+}
+
+/// Either end of a worker's control channel: decodes lines (after a `LineBasedFrameDecoder`) into messages.
+/// A line that is not a message is ignored; the channel's end is reported once.
+final class WorkerChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let received: @Sendable (WorkerMessage) -> Void
+    private let closed: @Sendable () -> Void
+
+    init(received: @escaping @Sendable (WorkerMessage) -> Void, closed: @escaping @Sendable () -> Void = {}) {
+        self.received = received
+        self.closed = closed
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let line = unwrapInboundIn(data)
+        if let message = WorkerMessage.decode(line: line.readableBytesView) { received(message) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
 }

@@ -54,7 +54,7 @@ enum WorkerProcess {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(WorkerSideHandler(worker: worker))
+                        try channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(received: worker.received, closed: worker.hostGone))
                     }
                 }
                 .withConnectedSocket(WorkerDescriptors.control)
@@ -207,25 +207,5 @@ private struct DelayedReadiness: HostedService {
     func run(_ context: InstanceContext) async throws {
         context.delayReadiness(by: delay)
         try await inner.run(context)
-    }
-}
-
-private final class WorkerSideHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let worker: Worker
-
-    init(worker: Worker) { self.worker = worker }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let line = unwrapInboundIn(data)
-        if let message = WorkerMessage.decode(line: line.readableBytesView) { worker.received(message) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        worker.hostGone()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }

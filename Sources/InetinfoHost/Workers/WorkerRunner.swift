@@ -121,7 +121,7 @@ final class WorkerRunner: InstanceRunner {
             .withConnectedSocket(pair[0])
         let worker = WorkerInstance(pid: pid, channel: channel)
         channel.whenSuccess { channel in
-            try? channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(worker: worker))
+            try? channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(received: worker.received))
         }
         channel.whenFailure { [logger] error in
             logger.error("cannot adopt a worker's control channel; killing it", metadata: ["pid": "\(pid)", "error": "\(error)"])
@@ -221,23 +221,6 @@ final class WorkerInstance: InstanceHandle {
         }
         waiters.forEach { $0.resume(returning: end) }
         channel.whenSuccess { $0.close(promise: nil) }
-    }
-}
-
-/// Decodes the worker's lines into messages for its ``WorkerInstance``.
-private final class WorkerChannelHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let worker: WorkerInstance
-
-    init(worker: WorkerInstance) { self.worker = worker }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let line = unwrapInboundIn(data)
-        if let message = WorkerMessage.decode(line: line.readableBytesView) { worker.received(message) }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }
 
