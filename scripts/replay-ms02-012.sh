@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Replays MS02-012 end to end and prints a timeline: starts a host with --simulate-ms02-012, sends the
 # 2002 detection probe, and shows the SMTP failure, the restart, and what happened to HTTP meanwhile.
-# Usage: scripts/replay-ms02-012.sh [shared|isolated|both]   (default: both)
+# Usage: scripts/replay-ms02-012.sh [shared|isolated|process|all]   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-modes=${1:-both}
-[ "$modes" = both ] && modes="shared isolated"
+modes=${1:-all}
+[ "$modes" = all ] && modes="shared isolated process"
 swift build --product inetinfo >/dev/null
 swift build --product inetinfoctl >/dev/null
 bin=$(swift build --show-bin-path)

@@ -170,7 +170,8 @@ def hold(smtp_port, http_port, directory):
 
 
 def loop(smtp_port, http_port, directory, interval_ms=20):
-    """Connects to both ports every interval_ms until DIR/stop; counts refused connections.
+    """Connects to both ports every interval_ms until DIR/stop; counts refused connections. A port
+    given as 0 is not probed.
 
     Each connection is handled on its own thread so that a connection waiting in the backlog while
     the host restarts does not slow the loop down."""
@@ -225,6 +226,8 @@ def loop(smtp_port, http_port, directory, interval_ms=20):
     # Also ends if the directory goes away or after 5 minutes: never outlive the test that started it.
     while not os.path.exists(stop) and os.path.isdir(directory) and time.monotonic() - started < 300:
         for what, port in (("smtp", smtp_port), ("http", http_port)):
+            if port == 0:
+                continue  # that port is not probed in this run
             with lock:
                 counts["attempts"] += 1
             thread = threading.Thread(target=one, args=(what, port), daemon=True)

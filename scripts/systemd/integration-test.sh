@@ -374,6 +374,49 @@ sys.exit(0 if exited is not None and exited - timeout < 1500000 else 1)')
         echo "$out" | indent
     fi
 
+    echo "--- process isolation: a segfault of the SMTP worker, under the same unit"
+    # The unit is unchanged but for --isolation process: only the host talks to systemd (NotifyAccess=main),
+    # the workers sit in the unit's cgroup, and a crash of one is the supervisor's business, not systemd's.
+    local process_dropin=$work/etc-systemd/system/inetinfo.service.d/60-process-isolation.conf
+    local execstart
+    execstart=$(sed -n 's/^ExecStart=//p' "$work/root/usr/local/lib/systemd/system/inetinfo.service")
+    printf '[Service]\nExecStart=\nExecStart=%s --enable-fault-injection --isolation process\n' "$execstart" >"$process_dropin"
+    sctl daemon-reload
+    sctl restart inetinfo.service
+    if wait_for 15 prop_is inetinfo.service StatusText "smtp: running, http: running"; then
+        pid0=$(prop inetinfo.service MainPID); nr=$(prop inetinfo.service NRestarts)
+        local http_loop_dir http_loop_pid workers cgroups
+        http_loop_dir=$(mktemp -d "$work/http-loop.XXXX")
+        client loop 0 "$HTTP_PORT" "$http_loop_dir" 20 >"$http_loop_dir/out" 2>&1 &
+        http_loop_pid=$!
+        sleep 0.5
+        workers=$(inside inetinfoctl --socket /run/inetinfo/inetinfo.sock status --json \
+            | python3 -c 'import json,sys; print(" ".join(str(s["pid"]) for s in json.load(sys.stdin)["services"]))')
+        cgroups=$(for p in $pid0 $workers; do inside cat "/proc/$p/cgroup"; done | sort -u | tr '\n' ' ')
+        inside inetinfoctl --socket /run/inetinfo/inetinfo.sock crash smtp --mode segv >/dev/null 2>&1
+        wait_for 10 prop_is inetinfo.service StatusText "smtp: running (1 restart), http: running"
+        sleep 0.5
+        touch "$http_loop_dir/stop"
+        wait "$http_loop_pid"
+        out=$(inside inetinfoctl --socket /run/inetinfo/inetinfo.sock status --json \
+            | python3 -c 'import json,sys; s={x["name"]: x for x in json.load(sys.stdin)["services"]}; print(s["smtp"]["lastFailure"]["reason"] if s["smtp"]["lastFailure"] else "none")')
+        if [ "$(prop inetinfo.service MainPID)" = "$pid0" ] && [ "$(prop inetinfo.service NRestarts)" = "$nr" ] \
+            && [ "$out" = "worker exited on signal SIGSEGV" ] && [ "$(echo "$cgroups" | wc -w)" = 1 ] \
+            && python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["served"] > 0 and s["served"] == s["attempts"] else 1)' "$http_loop_dir/loop.json" \
+            && served; then
+            pass "process isolation: crash smtp --mode segv -> '$out'; same MainPID $pid0 and NRestarts $nr, workers ($workers) in the unit's cgroup ($cgroups), HTTP answered throughout: $(cat "$http_loop_dir/loop.json")"
+        else
+            fail "process isolation: reason '$out', MainPID $pid0 -> $(prop inetinfo.service MainPID), NRestarts $nr -> $(prop inetinfo.service NRestarts), cgroups '$cgroups', HTTP loop $(cat "$http_loop_dir/loop.json" 2>/dev/null || cat "$http_loop_dir/out")"
+        fi
+    else
+        fail "process isolation: the host did not come up: $(prop inetinfo.service StatusText)"
+        journal -u inetinfo.service -n 30 | indent
+    fi
+    rm -f "$process_dropin"
+    sctl daemon-reload
+    sctl restart inetinfo.service
+    wait_for 15 prop_is inetinfo.service StatusText "smtp: running, http: running"
+
     echo "--- clean stop, and activation again"
     since=$(mark)
     if sctl stop inetinfo.service && is_active inetinfo.service inactive && prop_is inetinfo.service Result success \
