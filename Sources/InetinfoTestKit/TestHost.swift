@@ -124,7 +124,7 @@ public final class TestHost: @unchecked Sendable {
             }
             environment.merge(configuration.environment) { $1 }
             process.environment = environment
-            let log = FileHandle(forWritingAtPath: logPath)!
+            guard let log = FileHandle(forWritingAtPath: logPath) else { throw TestHostError("cannot open \(logPath)") }
             process.standardOutput = log
             process.standardError = log
             try process.run()

@@ -70,11 +70,11 @@ final class NotifyListener: Sendable {
         defer { notify.close() }
         // WATCHDOG_USEC=400 ms: pings every 200 ms.
         try await withHost(["--enable-fault-injection"], environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"]) { host in
-            let ready = try await eventually("READY=1", timeout: .seconds(20)) { notify.messages.first { $0.lines.contains("READY=1") } }
+            let ready = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.messages.first { $0.lines.contains("READY=1") } }
             #expect(ready.lines.contains("STATUS=smtp: running, http: running"))
             #expect(try host.status().host.watchdogUsec == 400_000)
 
-            let pings = try await eventually("five watchdog pings", timeout: .seconds(10)) {
+            let pings = try await Deadline.eventually("five watchdog pings", timeout: .seconds(10)) {
                 let times = notify.times(of: "WATCHDOG=1")
                 return times.count >= 5 ? times : nil
             }
@@ -83,7 +83,7 @@ final class NotifyListener: Sendable {
             #expect(median > .milliseconds(100) && median < .milliseconds(400), "median ping gap \(median), expected about 200 ms")
 
             #expect(try host.ctl(["crash", "smtp", "--mode", "throw"]).status == 0)
-            _ = try await eventually("STATUS after the restart", timeout: .seconds(10)) {
+            _ = try await Deadline.eventually("STATUS after the restart", timeout: .seconds(10)) {
                 notify.statusLines().contains("STATUS=smtp: running (1 restart), http: running") ? true : nil
             }
 
@@ -91,7 +91,7 @@ final class NotifyListener: Sendable {
             #expect(try host.ctl(["crash", "host", "--mode", "hang"]).status == 0)
             // The supervisor's loop is blocked: within about a second the pings stop (a tick older than
             // max(1 s, WATCHDOG_USEC/4) withholds them; one ping period, 200 ms, and slack on top).
-            let lastPing = try await eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
+            let lastPing = try await Deadline.eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
                 guard let last = notify.times(of: "WATCHDOG=1").last else { return nil }
                 return ContinuousClock.now - last > .milliseconds(1500) ? last : nil
             }
@@ -108,7 +108,7 @@ final class NotifyListener: Sendable {
         let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
-            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            _ = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
             #expect(notify.times(of: "WATCHDOG=1").isEmpty, "no watchdog armed, no pings")
             host.signal(SIGTERM)
             let (status, reason) = try await host.waitForExit()
@@ -121,13 +121,13 @@ final class NotifyListener: Sendable {
         let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
-            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            _ = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
             host.signal(SIGHUP)
-            let reloading = try await eventually("RELOADING=1", timeout: .seconds(10)) {
+            let reloading = try await Deadline.eventually("RELOADING=1", timeout: .seconds(10)) {
                 notify.messages.first { $0.lines.contains("RELOADING=1") }
             }
             #expect(reloading.lines.contains { $0.hasPrefix("MONOTONIC_USEC=") && UInt64($0.dropFirst(15)) != nil })
-            _ = try await eventually("READY=1 after the reload", timeout: .seconds(10)) {
+            _ = try await Deadline.eventually("READY=1 after the reload", timeout: .seconds(10)) {
                 notify.times(of: "READY=1").count >= 2 ? true : nil
             }
             let reply = try host.ctl(["reload"])
