@@ -100,26 +100,64 @@ public final class SMTPTestClient {
     }
 }
 
-/// Plain blocking TCP for test clients on 127.0.0.1.
+/// Plain blocking TCP for test clients: the one place tests open a connection.
 public enum TCPTestSocket {
-    public static func connect(port: Int, timeoutSeconds: Int = 10) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    /// Connects to `host` (an IPv4 or IPv6 literal; 127.0.0.1 by default) and returns a blocking socket
+    /// whose reads and writes time out after `timeoutSeconds`. `source` binds a local address first (the
+    /// server sees it as the peer, e.g. 127.0.0.2 for per-client limits); `receiveBuffer` sets SO_RCVBUF
+    /// before connecting, so that the advertised window is small from the start.
+    public static func connect(port: Int, host: String = "127.0.0.1", source: String? = nil, receiveBuffer: Int32? = nil,
+                               timeoutSeconds: Int = 10) throws -> Int32 {
+        let isIPv6 = host.contains(":")
+        let family = isIPv6 ? AF_INET6 : AF_INET
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestHostError("socket: \(String(cString: strerror(errno)))") }
         var interval = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
-        guard result == 0 else {
-            let code = errno
+        do {
+            if let source {
+                guard withSocketAddress(source, port: 0, { bind(fd, $0, $1) }) == 0 else {
+                    throw TestHostError("bind \(source): \(String(cString: strerror(errno)))")
+                }
+            }
+            let result = withSocketAddress(host, port: port) { Glibc.connect(fd, $0, $1) }
+            guard result == 0 else { throw TCPConnectError(host: host, port: port, errno: errno) }
+        } catch {
             close(fd)
-            throw TCPConnectError(port: port, errno: code)
+            throw error
         }
         return fd
+    }
+
+    /// Calls `body` with `address` (an IPv4 or IPv6 literal) and `port` as a socket address; -1 with
+    /// `errno` EINVAL when the literal does not parse.
+    static func withSocketAddress(_ address: String, port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+        if address.contains(":") {
+            var ipv6 = sockaddr_in6()
+            ipv6.sin6_family = sa_family_t(AF_INET6)
+            ipv6.sin6_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+            guard inet_pton(AF_INET6, address, &ipv6.sin6_addr) == 1 else {
+                errno = EINVAL
+                return -1
+            }
+            return withUnsafePointer(to: &ipv6) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        }
+        var ipv4 = sockaddr_in()
+        ipv4.sin_family = sa_family_t(AF_INET)
+        ipv4.sin_port = in_port_t(UInt16(truncatingIfNeeded: port).bigEndian)
+        guard inet_pton(AF_INET, address, &ipv4.sin_addr) == 1 else {
+            errno = EINVAL
+            return -1
+        }
+        return withUnsafePointer(to: &ipv4) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
     }
 
     /// One `GET` with `Connection: close`; returns the status code and the body.
@@ -144,8 +182,9 @@ public enum TCPTestSocket {
 }
 
 public struct TCPConnectError: Error, CustomStringConvertible, Sendable {
+    public var host = "127.0.0.1"
     public var port: Int
     public var errno: Int32
     public var isRefused: Bool { errno == ECONNREFUSED }
-    public var description: String { "connect to 127.0.0.1:\(port): \(String(cString: strerror(errno)))" }
+    public var description: String { "connect to \(host.contains(":") ? "[\(host)]" : host):\(port): \(String(cString: strerror(errno)))" }
 }

@@ -41,6 +41,10 @@ public final class TestHost: @unchecked Sendable {
         public var environment: [String: String] = [:]
         /// An existing state directory to reuse (crash-consistency tests); a new temporary one when nil.
         public var stateDirectory: URL?
+        /// Pass `--smtp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0` (the default). Flags win over the
+        /// configuration file and `--set`, so a test of listen addresses from those (several addresses,
+        /// IPv6, a reload that changes them) turns this off and sets `smtp.listen` and `http.listen` there.
+        public var listenFlags = true
 
         public init(mode: Mode = .childProcess(), isolation: String = "isolated", simulateMS02012: Bool = false,
                     webRoot: String? = nil, settings: [String: String] = [:]) {
@@ -96,9 +100,9 @@ public final class TestHost: @unchecked Sendable {
 
     var arguments: [String] {
         var arguments = [
-            "--state-dir", stateDirectory.path, "--control-socket", controlSocket,
-            "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--isolation", configuration.isolation,
+            "--state-dir", stateDirectory.path, "--control-socket", controlSocket, "--isolation", configuration.isolation,
         ]
+        if configuration.listenFlags { arguments += ["--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"] }
         if configuration.faultInjection { arguments.append("--enable-fault-injection") }
         if configuration.simulateMS02012 { arguments.append("--simulate-ms02-012") }
         if let webRoot = configuration.webRoot { arguments += ["--web-root", webRoot] }
@@ -124,7 +128,7 @@ public final class TestHost: @unchecked Sendable {
             }
             environment.merge(configuration.environment) { $1 }
             process.environment = environment
-            let log = FileHandle(forWritingAtPath: logPath)!
+            guard let log = FileHandle(forWritingAtPath: logPath) else { throw TestHostError("cannot open \(logPath)") }
             process.standardOutput = log
             process.standardError = log
             try process.run()

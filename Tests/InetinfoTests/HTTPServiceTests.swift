@@ -50,20 +50,6 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
     return (status, headers, (try? Data(contentsOf: URL(fileURLWithPath: bodyFile))) ?? Data())
 }
 
-/// Sends raw bytes and returns everything the server sent until it closed; throws if it did not close
-/// within the timeout.
-func rawHTTP(port: Int, _ request: String, timeout: Int = 5) throws -> String {
-    let fd = try TCP.connect(port: port, timeout: timeout)
-    defer { close(fd) }
-    try TCP.send(fd, request)
-    return try TCP.readUntilClosed(fd)
-}
-
-func statusLine(_ response: String) -> String {
-    // "\r\n" is one Character in Swift: split on the string, not on "\r".
-    response.components(separatedBy: "\r\n")[0]
-}
-
 @Suite(.serialized, .timeLimit(.minutes(2))) struct HTTPServiceTests {
     func withWebHost(_ extra: [String] = [], _ body: (TestHost, Int, WebRoot) async throws -> Void) async throws {
         let root = try WebRoot()
@@ -136,12 +122,12 @@ func statusLine(_ response: String) -> String {
     @Test func pipelinedRequestsWaitWhileTheClientDoesNotRead() async throws {
         try await withWebHost { host, port, root in
             let before = host.openFileDescriptors
-            let fd = try TCP.connect(port: port)
+            let client = try TestSocket(port: port)
             // 1500 × 3 MiB: far more than the socket buffers hold, so the server soon waits on the client.
-            try TCP.send(fd, String(repeating: "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n", count: 1500))
+            try client.send(String(repeating: "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n", count: 1500))
             // Wait until the server is answering (the connection and the file it sends are open), then
             // watch a whole second: on a slow machine a fixed sleep could sample before anything happened.
-            _ = try await eventually("the connection to be served", timeout: .seconds(10)) {
+            _ = try await Deadline.eventually("the connection to be served", timeout: .seconds(10)) {
                 host.openFileDescriptors > before ? true : nil
             }
             var held = 0
@@ -153,15 +139,12 @@ func statusLine(_ response: String) -> String {
             #expect(held < 20, "\(held) descriptors held for one connection's pipelined requests")
             // Once the client reads, the first response is whole (its head, then exactly its content)
             // and the second follows it.
-            var received: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
             let separator = Array("\r\n\r\n".utf8)
-            var headEnd: Int?
-            while headEnd.map({ received.count < $0 + root.big.count + 16 }) ?? true {
-                let count = Glibc.read(fd, &chunk, chunk.count)
-                guard count > 0 else { break }
-                received += chunk[..<count]
-                if headEnd == nil, let range = received.firstRange(of: separator) { headEnd = range.upperBound }
+            let head = client.read(until: separator, timeout: .seconds(10))
+            var received = head.data
+            let headEnd = received.firstRange(of: separator)?.upperBound
+            if let headEnd, received.count < headEnd + root.big.count + 16 {
+                received += client.read(limit: headEnd + root.big.count + 16 - received.count, keep: .max, timeout: .seconds(20)).data
             }
             let start = try #require(headEnd, "a response head")
             #expect(received.starts(with: Array("HTTP/1.1 200 OK\r\n".utf8)))
@@ -169,8 +152,8 @@ func statusLine(_ response: String) -> String {
             #expect(content.count >= root.big.count + 16, "the first response and the start of the second")
             #expect(Data(content.prefix(root.big.count)) == root.big, "the first response's content, whole")
             #expect(String(decoding: content.dropFirst(root.big.count).prefix(16), as: UTF8.self) == "HTTP/1.1 200 OK\r")
-            close(fd)
-            _ = try await eventually("descriptors released", timeout: .seconds(10)) {
+            client.close()
+            _ = try await Deadline.eventually("descriptors released", timeout: .seconds(10)) {
                 host.openFileDescriptors <= before + 2 ? true : nil
             }
             let again = try curl(["http://127.0.0.1:\(port)/big.bin"])
@@ -314,32 +297,26 @@ func statusLine(_ response: String) -> String {
     @Test func slowAndIdleClientsAreCutOffAndConnectionsAreLimited() async throws {
         try await withWebHost(["--set", "http.header-timeout=1", "--set", "http.keepalive-timeout=2", "--set", "http.max-connections=2"]) { _, port, _ in
             // A head that never ends: 408 after the head timeout, then closed.
-            let slow = try TCP.connect(port: port)
-            try TCP.send(slow, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n")
+            let slow = try TestSocket(port: port)
+            try slow.send("GET /hello.txt HTTP/1.1\r\nHost: t\r\n")
             let started = ContinuousClock.now
-            let answer = try TCP.readUntilClosed(slow)
-            close(slow)
+            let answer = try slow.readUntilClosed()
             #expect(statusLine(answer) == "HTTP/1.1 408 Request Timeout")
             #expect(ContinuousClock.now - started < .seconds(5))
             // An idle keep-alive connection is closed quietly.
-            let idle = try TCP.connect(port: port)
-            try TCP.send(idle, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
-            let idleAnswer = try TCP.readUntilClosed(idle)
-            close(idle)
+            let idle = try TestSocket(port: port)
+            try idle.send("GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            let idleAnswer = try idle.readUntilClosed()
             #expect(statusLine(idleAnswer) == "HTTP/1.1 200 OK")
             #expect(idleAnswer.hasSuffix("hello, web\n"), "closed after the response, nothing else sent")
             // Two connections held open: the third is refused with 503.
-            let first = try TCP.connect(port: port)
-            let second = try TCP.connect(port: port)
-            defer {
-                close(first)
-                close(second)
-            }
-            let third = try await eventually("a third connection to be refused", timeout: .seconds(5)) { () -> String? in
+            let held = [try TestSocket(port: port), try TestSocket(port: port)]
+            let third = try await Deadline.eventually("a third connection to be refused", timeout: .seconds(5)) { () -> String? in
                 let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 return statusLine(response) == "HTTP/1.1 503 Service Unavailable" ? response : nil
             }
             #expect(third.contains("Retry-After"))
+            withExtendedLifetime(held) {}  // the two stay open until here
         }
     }
 

@@ -5,208 +5,6 @@ import Testing
 
 // MARK: - Hostile clients: helpers
 
-/// A raw TCP client for hostile probes: it can bind a source address in 127.0.0.0/8 (the server sees that
-/// address as the peer), shrink its receive buffer before connecting, send without ever blocking for long,
-/// and tell an orderly close (EOF), a reset and a read timeout apart. Every wait has a deadline.
-final class HostileSocket {
-    enum End: Equatable, CustomStringConvertible {
-        /// The server closed the connection in order (read returned 0).
-        case eof
-        /// The connection was reset (ECONNRESET, EPIPE).
-        case reset
-        /// Nothing more arrived before the deadline: the connection is still open.
-        case timeout
-        /// The terminator asked for was found (the connection may still be open).
-        case found
-        /// The byte limit asked for was reached.
-        case limit
-
-        var description: String {
-            switch self {
-            case .eof: "EOF"
-            case .reset: "reset"
-            case .timeout: "read timeout"
-            case .found: "found"
-            case .limit: "limit"
-            }
-        }
-
-        var isClosed: Bool { self == .eof || self == .reset }
-    }
-
-    let fd: Int32
-
-    init(port: Int, source: String? = nil, receiveBuffer: Int32? = nil, connectTimeoutSeconds: Int = 5) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw TestHostError("socket: \(String(cString: strerror(errno)))") }
-        do {
-            if var size = receiveBuffer {
-                // Before connect, so the advertised window is small from the start.
-                setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-            }
-            var interval = timeval(tv_sec: connectTimeoutSeconds, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-            if let source {
-                var local = sockaddr_in()
-                local.sin_family = sa_family_t(AF_INET)
-                local.sin_port = 0
-                local.sin_addr.s_addr = inet_addr(source)
-                let bound = withUnsafePointer(to: &local) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-                guard bound == 0 else { throw TestHostError("bind \(source): \(String(cString: strerror(errno)))") }
-            }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { throw TestHostError("connect to 127.0.0.1:\(port)\(source.map { " from \($0)" } ?? ""): \(String(cString: strerror(errno)))") }
-            let flags = fcntl(fd, F_GETFL)
-            _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
-        } catch {
-            close(fd)
-            throw error
-        }
-    }
-
-    deinit { close(fd) }
-
-    private static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
-        let left = deadline - .now
-        guard left > .zero else { return 0 }
-        let (seconds, attoseconds) = left.components
-        return Int32(min(seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1, 60_000))
-    }
-
-    /// Waits until the socket is readable or writable; false at the deadline.
-    private func wait(for events: Int32, until deadline: ContinuousClock.Instant) -> Bool {
-        var entry = pollfd(fd: fd, events: Int16(events), revents: 0)
-        while true {
-            let result = poll(&entry, 1, Self.milliseconds(until: deadline))
-            if result > 0 { return true }
-            if result < 0 && errno == EINTR { continue }
-            return false
-        }
-    }
-
-    /// Sends all of `bytes` within `timeout`, or throws.
-    func send(_ bytes: [UInt8], timeout: Duration = .seconds(5)) throws {
-        let deadline = ContinuousClock.now + timeout
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent > 0 {
-                offset += sent
-                continue
-            }
-            if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                guard wait(for: Int32(POLLOUT), until: deadline) else {
-                    throw TestHostError("send: only \(offset) of \(bytes.count) bytes went out within \(timeout)")
-                }
-                continue
-            }
-            throw TestHostError("send: \(String(cString: strerror(errno)))")
-        }
-    }
-
-    func send(_ text: String, timeout: Duration = .seconds(5)) throws { try send(Array(text.utf8), timeout: timeout) }
-
-    /// Reads until `terminator` has arrived, `limit` bytes were read, the connection closed or `timeout`
-    /// passed. Keeps at most `keep` bytes (counting the rest).
-    func read(until terminator: [UInt8]? = nil, limit: Int = Int.max, keep: Int = 1 << 20,
-              timeout: Duration = .seconds(5)) -> (data: [UInt8], count: Int, end: End) {
-        let deadline = ContinuousClock.now + timeout
-        var data: [UInt8] = []
-        var count = 0
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            if let terminator, data.firstRange(of: terminator) != nil { return (data, count, .found) }
-            if count >= limit { return (data, count, .limit) }
-            let received = recv(fd, &chunk, min(chunk.count, limit - count), 0)
-            if received > 0 {
-                count += received
-                if data.count < keep { data += chunk[..<min(received, keep - data.count)] }
-                continue
-            }
-            if received == 0 { return (data, count, .eof) }
-            switch errno {
-            case EAGAIN, EWOULDBLOCK, EINTR:
-                if ContinuousClock.now >= deadline || !wait(for: Int32(POLLIN), until: deadline) {
-                    // One last look: poll may have timed out just as something arrived.
-                    if ContinuousClock.now >= deadline { return (data, count, .timeout) }
-                }
-            case ECONNRESET, EPIPE:
-                return (data, count, .reset)
-            default:
-                return (data, count, .reset)
-            }
-        }
-    }
-
-    func readText(until terminator: String? = nil, timeout: Duration = .seconds(5)) -> (text: String, end: End) {
-        let result = read(until: terminator.map { Array($0.utf8) }, timeout: timeout)
-        return (String(decoding: result.data, as: UTF8.self), result.end)
-    }
-
-    struct Flood: CustomStringConvertible {
-        var sent = 0
-        var stopped = ""
-        var peakRSS = 0
-        var seconds = 0.0
-        var description: String {
-            "sent \(HostileSupport.mib(sent)) in \(String(format: "%.1f", seconds)) s, stopped by \(stopped), peak host RSS \(HostileSupport.mib(peakRSS))"
-        }
-    }
-
-    /// Pipelines `unit` again and again, reading nothing, until `total` bytes went out, the server stopped
-    /// taking them for `stall` (back-pressure), closed the connection, `deadline` passed, or the host's
-    /// RSS grew by more than `rssGuard` over `baseline` (to protect the machine from a server that buffers
-    /// everything).
-    func flood(_ unit: [UInt8], total: Int, stall: Duration = .seconds(3), deadline timeout: Duration = .seconds(25),
-               hostPID: Int32, baselineRSS: Int, rssGuard: Int = 400 << 20) -> Flood {
-        var chunk: [UInt8] = []
-        while chunk.count < 64 * 1024 { chunk += unit }
-        let started = ContinuousClock.now
-        let deadline = started + timeout
-        var result = Flood()
-        var lastProgress = started
-        var lastCheck = started
-        var offset = 0
-        while result.sent < total {
-            let now = ContinuousClock.now
-            if now >= deadline { result.stopped = "the deadline"; break }
-            if now - lastCheck >= .milliseconds(100) {
-                lastCheck = now
-                let rss = HostileSupport.memory(of: hostPID).rss
-                result.peakRSS = max(result.peakRSS, rss)
-                if rss - baselineRSS > rssGuard { result.stopped = "the RSS guard (\(HostileSupport.mib(rss - baselineRSS)) growth)"; break }
-            }
-            let sent = chunk[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent > 0 {
-                result.sent += sent
-                offset = (offset + sent) % chunk.count
-                lastProgress = ContinuousClock.now
-                continue
-            }
-            if sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                if ContinuousClock.now - lastProgress >= stall { result.stopped = "back-pressure (no progress for \(stall))"; break }
-                _ = wait(for: Int32(POLLOUT), until: min(ContinuousClock.now + .milliseconds(100), deadline))
-                continue
-            }
-            result.stopped = "the server closing the connection (\(String(cString: strerror(errno))))"
-            break
-        }
-        if result.stopped.isEmpty { result.stopped = "the target size" }
-        result.seconds = Double((ContinuousClock.now - started).components.seconds)
-            + Double((ContinuousClock.now - started).components.attoseconds) / 1e18
-        result.peakRSS = max(result.peakRSS, HostileSupport.memory(of: hostPID).rss)
-        return result
-    }
-}
-
 enum HostileSupport {
     /// Resident and peak resident memory of a process, in bytes (VmRSS and VmHWM of /proc/PID/status).
     static func memory(of pid: Int32) -> (rss: Int, peak: Int) {
@@ -265,7 +63,7 @@ enum HostileSupport {
     /// The check after every group of probes: the same process still runs, `GET /` is 200 and SMTP greets
     /// with 220.
     static func expectServing(_ host: TestHost, pid: Int32, http: Int, smtp: Int, after group: String,
-                              sourceLocation: SourceLocation = #_sourceLocation) {
+                              sourceLocation: SourceLocation = #_sourceLocation) async {
         guard host.isRunning else {
             Issue.record("after \(group): the host exited; its log (access-log lines left out):\n\(hostLog(host))",
                          sourceLocation: sourceLocation)
@@ -274,7 +72,7 @@ enum HostileSupport {
         #expect(host.pid == pid, "after \(group): a different process", sourceLocation: sourceLocation)
         func get() -> String {
             do {
-                let client = try HostileSocket(port: http)
+                let client = try TestSocket(port: http)
                 try client.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 let (text, end) = client.readText(timeout: .seconds(5))
                 return text.isEmpty ? "nothing (\(end))" : text
@@ -287,16 +85,16 @@ enum HostileSupport {
             // How long until it answers again, if it does (up to 15 s more), for the report.
             let started = ContinuousClock.now
             var later = ""
-            while ContinuousClock.now - started < .seconds(15) {
+            let recovered = (try? await Deadline.eventually("GET / to answer 200 again", timeout: .seconds(15)) { () -> Bool? in
                 later = get()
-                if later.hasPrefix("HTTP/1.1 200 ") { break }
-            }
-            let recovery = later.hasPrefix("HTTP/1.1 200 ") ? "200 again after \(ContinuousClock.now - started) more" : "still \(later.prefix(60).debugDescription) 15 s later"
+                return later.hasPrefix("HTTP/1.1 200 ") ? true : nil
+            }) != nil
+            let recovery = recovered ? "200 again after \(ContinuousClock.now - started) more" : "still \(later.prefix(60).debugDescription) 15 s later"
             Issue.record("after \(group): GET / answered \(answer.prefix(80).debugDescription) within 5 s; \(recovery); status: \(String(describing: try? host.status().services.map { "\($0.name) #\($0.instance) \($0.state)" }))\n\(hostLog(host, last: 6))",
                          sourceLocation: sourceLocation)
         }
         do {
-            let client = try HostileSocket(port: smtp)
+            let client = try TestSocket(port: smtp)
             let (text, _) = client.readText(until: "\r\n", timeout: .seconds(5))
             #expect(text.hasPrefix("220 "), "after \(group): SMTP greeted \(text.prefix(80).debugDescription)",
                     sourceLocation: sourceLocation)
@@ -305,33 +103,11 @@ enum HostileSupport {
         }
     }
 
-    static func statusLine(_ text: String) -> String { text.components(separatedBy: "\r\n")[0] }
-
     /// The host's log without access-log lines and backtrace frames: what it said about itself.
     static func hostLog(_ host: TestHost, last count: Int = 15) -> String {
         host.log.split(separator: "\n").filter { line in
             !line.contains("[HTTPService] 127.0.0.") && !(line.contains(" 0x") && line.contains("<unavailable>"))
         }.suffix(count).map { "  | " + $0.prefix(400) }.joined(separator: "\n")
-    }
-
-    /// One request on its own connection; the whole answer (until close or `timeout`).
-    static func exchange(port: Int, _ request: String, source: String? = nil,
-                         timeout: Duration = .seconds(5)) throws -> (text: String, end: HostileSocket.End) {
-        let client = try HostileSocket(port: port, source: source)
-        try client.send(request)
-        return client.readText(timeout: timeout)
-    }
-
-    /// The value of header `name` in a response head, if present.
-    static func header(_ name: String, in response: String) -> String? {
-        let head = response.components(separatedBy: "\r\n\r\n")[0]
-        for line in head.components(separatedBy: "\r\n").dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            if line[..<colon].lowercased() == name.lowercased() {
-                return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            }
-        }
-        return nil
     }
 
     /// Every file in some `new/` under the state directory's mail folder.
@@ -341,20 +117,6 @@ enum HostileSupport {
 
     /// Directories under `<state>/mail/<domain>/` (as `local@domain`).
     static func mailboxDirectories(_ host: TestHost) -> Set<String> { Set(host.mailboxes()) }
-}
-
-extension SMTPTestClient {
-    /// The next reply, "EOF" when the server closed the connection, or "no reply (…)" after the read timeout.
-    func next() -> String {
-        do { return try reply() ?? "EOF" } catch { return "no reply (\(error))" }
-    }
-
-    /// Reads the greeting and says EHLO; returns nothing, expects both to be positive.
-    func hello(_ name: String = "client.test") throws {
-        #expect(try code() == "220")
-        try send("EHLO \(name)\r\n")
-        #expect(try code() == "250")
-    }
 }
 
 /// Runs the `inetinfo` binary with `arguments` and waits at most `timeout` for it to exit; a process that
@@ -389,12 +151,11 @@ struct BoundedRun {
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
         try process.run()
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let exited = (try? await Deadline.eventually("inetinfo to exit", timeout: timeout) { process.isRunning ? nil : true }) != nil
         var status: Int32?
-        if process.isRunning {
+        if !exited {
             kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+            _ = try await Deadline.eventually("inetinfo to die of SIGKILL", timeout: .seconds(10)) { process.isRunning ? nil : true }
         } else {
             status = process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
         }
@@ -439,8 +200,8 @@ struct BoundedRun {
                 ]
                 for (field, request) in requests {
                     do {
-                        let (text, _) = try Support.exchange(port: http, request)
-                        let status = Support.statusLine(text)
+                        let (text, _) = try TestSocket.exchange(port: http, request)
+                        let status = statusLine(text)
                         if status != "HTTP/1.1 200 OK" || !text.hasSuffix("hello, web\n") {
                             failures.append("\(field): \(date) → \(status.isEmpty ? "no answer" : status)")
                         }
@@ -454,18 +215,18 @@ struct BoundedRun {
                 }
             }
             #expect(failures.isEmpty, "\(failures.count) of \(dates.count * 2) date probes failed:\n\(failures.joined(separator: "\n"))")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the date traps")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the date traps")
             guard host.isRunning else { return }
 
             // Valid dates in the future, in each of the three forms: 304.
             for date in ["Fri, 01 Jan 2100 00:00:00 GMT", "Friday, 01-Jan-60 00:00:00 GMT", "Fri Jan  1 00:00:00 2100"] {
-                let (text, _) = try Support.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: \(date)\r\nConnection: close\r\n\r\n")
-                #expect(Support.statusLine(text) == "HTTP/1.1 304 Not Modified", "If-Modified-Since: \(date)")
+                let (text, _) = try TestSocket.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: \(date)\r\nConnection: close\r\n\r\n")
+                #expect(statusLine(text) == "HTTP/1.1 304 Not Modified", "If-Modified-Since: \(date)")
             }
             // And a valid date long past: 200.
-            let (old, _) = try Support.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n")
-            #expect(Support.statusLine(old) == "HTTP/1.1 200 OK")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the valid dates")
+            let (old, _) = try TestSocket.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n")
+            #expect(statusLine(old) == "HTTP/1.1 200 OK")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the valid dates")
         }
     }
 
@@ -487,13 +248,13 @@ struct BoundedRun {
                 ("GET 404", "GET /missing-\(UUID().uuidString.prefix(4)) HTTP/1.1\r\nHost: x\r\n\r\n"),
                 ("GET 304", "GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n"),
             ]
-            var clients: [HostileSocket] = []
+            var clients: [TestSocket] = []
             var total = 0
             for (name, request) in kinds {
                 guard host.isRunning else { break }
-                let client: HostileSocket
+                let client: TestSocket
                 do {
-                    client = try HostileSocket(port: http, receiveBuffer: 4096)
+                    client = try TestSocket(port: http, receiveBuffer: 4096)
                 } catch {
                     Issue.record("HTTP flood \(name): \(error); host \(host.isRunning ? "running" : "gone"), status \(String(describing: try? host.status().services.map { "\($0.name) instance \($0.instance) \($0.state)" }))")
                     continue
@@ -517,7 +278,7 @@ struct BoundedRun {
             #expect(after.peak - before.rss < 60 << 20, "peak RSS \(Support.mib(after.peak)) vs \(Support.mib(before.rss)) before")
             clients.removeAll()
             try await Task.sleep(for: .milliseconds(500))
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the HTTP flood")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the HTTP flood")
             print("[hostile] HTTP flood: host RSS once the connections closed \(Support.mib(Support.memory(of: pid).rss))")
         }
     }
@@ -529,7 +290,7 @@ struct BoundedRun {
         defer { root.remove() }
         try await Support.withServingHost(["--set", "http.header-timeout=2"], webRoot: root) { host, pid, http, smtp in
             for method in ["POST", "GET"] {
-                let client = try HostileSocket(port: http)
+                let client = try TestSocket(port: http)
                 try client.send("\(method) /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
                 let started = ContinuousClock.now
                 let (text, end) = client.readText(timeout: .seconds(8))
@@ -537,21 +298,21 @@ struct BoundedRun {
                 // A POST is refused at its head (405, keep-alive); its body still never comes, so the
                 // connection closes after the same timeout, with no second answer.
                 let expected = method == "POST" ? "HTTP/1.1 405 Method Not Allowed" : "HTTP/1.1 408 Request Timeout"
-                #expect(Support.statusLine(text) == expected, "\(method): answered \(text.prefix(120).debugDescription) (\(end))")
+                #expect(statusLine(text) == expected, "\(method): answered \(text.prefix(120).debugDescription) (\(end))")
                 #expect(text.components(separatedBy: "HTTP/1.1 ").count == 2, "\(method): one answer only: \(text.debugDescription)")
                 #expect(end.isClosed, "\(method): the connection was not closed (\(end) after \(elapsed))")
                 #expect(elapsed < .seconds(5), "\(method): closed after \(elapsed), header timeout 2 s")
                 #expect(elapsed >= .milliseconds(1500), "\(method): closed after only \(elapsed)")
             }
             // The head itself never completing, with the default keep-alive timeout (60 s): the same 408.
-            let slow = try HostileSocket(port: http)
+            let slow = try TestSocket(port: http)
             try slow.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\n")
             let started = ContinuousClock.now
             let (text, end) = slow.readText(timeout: .seconds(8))
             let elapsed = ContinuousClock.now - started
-            #expect(Support.statusLine(text) == "HTTP/1.1 408 Request Timeout" && end.isClosed && elapsed < .seconds(5),
+            #expect(statusLine(text) == "HTTP/1.1 408 Request Timeout" && end.isClosed && elapsed < .seconds(5),
                     "an unfinished head: \(text.prefix(80).debugDescription), \(end) after \(elapsed) (header timeout 2 s)")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bodies that never arrived")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bodies that never arrived")
         }
     }
 
@@ -560,7 +321,7 @@ struct BoundedRun {
         let root = try Support.WebRoot(big: true)
         defer { root.remove() }
         try await Support.withServingHost(["--set", "http.send-timeout=2"], webRoot: root) { host, pid, http, smtp in
-            let client = try HostileSocket(port: http, receiveBuffer: 4096)
+            let client = try TestSocket(port: http, receiveBuffer: 4096)
             try client.send("GET /big50.bin HTTP/1.1\r\nHost: x\r\n\r\n")
             try await Task.sleep(for: .seconds(5))
             let result = client.read(keep: 512, timeout: .seconds(10))
@@ -568,7 +329,7 @@ struct BoundedRun {
             #expect(String(decoding: result.data.prefix(15), as: UTF8.self) == "HTTP/1.1 200 OK")
             #expect(result.end.isClosed, "the server did not close the connection (\(result.end) after \(Support.mib(result.count)))")
             #expect(result.count < Support.WebRoot.bigSize, "the whole file arrived: the connection was not cut off")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the client that never read")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the client that never read")
         }
     }
 
@@ -576,26 +337,26 @@ struct BoundedRun {
         let root = try Support.WebRoot()
         defer { root.remove() }
         try await Support.withServingHost(["--set", "http.max-connections-per-client=3"], webRoot: root) { host, pid, http, smtp in
-            var held: [HostileSocket] = []
+            var held: [TestSocket] = []
             for index in 0..<3 {
-                let client = try HostileSocket(port: http, source: "127.0.0.2")
+                let client = try TestSocket(port: http, source: "127.0.0.2")
                 try client.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
                 let (text, end) = client.readText(until: "hello, web\n", timeout: .seconds(5))
-                #expect(Support.statusLine(text) == "HTTP/1.1 200 OK", "connection \(index + 1) from 127.0.0.2: \(text.prefix(80).debugDescription) \(end)")
+                #expect(statusLine(text) == "HTTP/1.1 200 OK", "connection \(index + 1) from 127.0.0.2: \(text.prefix(80).debugDescription) \(end)")
                 held.append(client)
             }
-            let fourth = try HostileSocket(port: http, source: "127.0.0.2")
+            let fourth = try TestSocket(port: http, source: "127.0.0.2")
             try? fourth.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
             let (refused, end) = fourth.readText(until: "\r\n\r\n", timeout: .seconds(5))
             #expect(refused.hasPrefix("HTTP/1.1 503"), "a 4th connection from 127.0.0.2: \(refused.prefix(120).debugDescription) (\(end))")
-            let (other, _) = try Support.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", source: "127.0.0.3")
-            #expect(Support.statusLine(other) == "HTTP/1.1 200 OK", "127.0.0.3 meanwhile: \(other.prefix(80).debugDescription)")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the per-client limit")
+            let (other, _) = try TestSocket.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", source: "127.0.0.3")
+            #expect(statusLine(other) == "HTTP/1.1 200 OK", "127.0.0.3 meanwhile: \(other.prefix(80).debugDescription)")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the per-client limit")
             // Once one of the three closes, 127.0.0.2 is served again.
             held.removeFirst()
-            let again = try await eventually("a slot for 127.0.0.2 again", timeout: .seconds(5)) { () -> String? in
-                let (text, _) = try Support.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", source: "127.0.0.2")
-                return Support.statusLine(text) == "HTTP/1.1 200 OK" ? text : nil
+            let again = try await Deadline.eventually("a slot for 127.0.0.2 again", timeout: .seconds(5)) { () -> String? in
+                let (text, _) = try TestSocket.exchange(port: http, "GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", source: "127.0.0.2")
+                return statusLine(text) == "HTTP/1.1 200 OK" ? text : nil
             }
             #expect(again.hasSuffix("hello, web\n"))
             held.removeAll()
@@ -609,13 +370,13 @@ struct BoundedRun {
             // More requests than the service has event loops: a blocking open would stall every one.
             for attempt in 0..<(ProcessInfo.processInfo.activeProcessorCount + 2) {
                 let started = ContinuousClock.now
-                let (text, end) = try Support.exchange(port: http, "GET /fifo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout: .seconds(3))
-                #expect(Support.statusLine(text) == "HTTP/1.1 404 Not Found", "attempt \(attempt + 1): \(text.prefix(80).debugDescription) (\(end))")
+                let (text, end) = try TestSocket.exchange(port: http, "GET /fifo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout: .seconds(3))
+                #expect(statusLine(text) == "HTTP/1.1 404 Not Found", "attempt \(attempt + 1): \(text.prefix(80).debugDescription) (\(end))")
                 #expect(ContinuousClock.now - started < .seconds(2))
             }
-            let (head, _) = try Support.exchange(port: http, "HEAD /fifo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout: .seconds(3))
-            #expect(Support.statusLine(head) == "HTTP/1.1 404 Not Found")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the FIFO")
+            let (head, _) = try TestSocket.exchange(port: http, "HEAD /fifo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout: .seconds(3))
+            #expect(statusLine(head) == "HTTP/1.1 404 Not Found")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the FIFO")
         }
     }
 
@@ -625,19 +386,19 @@ struct BoundedRun {
         try await Support.withServingHost(webRoot: root) { host, pid, http, smtp in
             let targets = ["//docs", "//evil.example", "///evil.example", "//evil.example/", "//evil.example?x=1", "/docs", "/./evil.example"]
             for target in targets {
-                let (text, end) = try Support.exchange(port: http, "GET \(target) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                let status = Support.statusLine(text)
+                let (text, end) = try TestSocket.exchange(port: http, "GET \(target) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                let status = statusLine(text)
                 #expect(!status.isEmpty, "\(target): no answer (\(end))")
-                if let location = Support.header("Location", in: text) {
+                if let location = header("Location", in: text) {
                     #expect(!location.hasPrefix("//"), "\(target) → \(status), Location: \(location)")
                     #expect(!location.hasPrefix("/\\") && !location.contains("://"), "\(target) → Location: \(location)")
                 }
             }
             // The plain redirect still works.
-            let (plain, _) = try Support.exchange(port: http, "GET /docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            #expect(Support.statusLine(plain) == "HTTP/1.1 301 Moved Permanently")
-            #expect(Support.header("Location", in: plain) == "/docs/")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the redirects")
+            let (plain, _) = try TestSocket.exchange(port: http, "GET /docs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(statusLine(plain) == "HTTP/1.1 301 Moved Permanently")
+            #expect(header("Location", in: plain) == "/docs/")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the redirects")
         }
     }
 
@@ -670,7 +431,7 @@ struct BoundedRun {
             }
             try await Task.sleep(for: .milliseconds(300))
             #expect(Support.newFiles(host).isEmpty, "delivered: \(Support.newFiles(host))")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bare LF probes")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bare LF probes")
 
             // A proper message is accepted and stored intact.
             let proper = try SMTPTestClient(port: smtp, timeoutSeconds: 5)
@@ -692,7 +453,7 @@ struct BoundedRun {
             #expect(chunked.count == 1)
             #expect(chunked.first.map { [UInt8]($0.body) } == chunk, "BDAT content not stored byte-exact")
             #expect(host.deliveredMessages(to: "victim@localhost").isEmpty)
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the proper messages")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the proper messages")
         }
     }
 
@@ -762,7 +523,7 @@ struct BoundedRun {
                 #expect(!String(decoding: header, as: UTF8.self).contains("forged"))
             }
             #expect(!host.mailboxes().contains { $0.utf8.contains { $0 < 0x20 || $0 == 0x7F } }, "mailboxes: \(host.mailboxes())")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the header injections")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the header injections")
         }
     }
 
@@ -770,7 +531,7 @@ struct BoundedRun {
         try await Support.withServingHost(["--set", "smtp.send-timeout=2"]) { host, pid, http, smtp in
             let before = Support.memory(of: pid)
             print("[hostile] SMTP flood: host RSS before \(Support.mib(before.rss)) (peak so far \(Support.mib(before.peak)))")
-            let client = try HostileSocket(port: smtp, receiveBuffer: 4096)
+            let client = try TestSocket(port: smtp, receiveBuffer: 4096)
             let flood = client.flood(Array("HELP\r\nEHLO x\r\n".utf8), total: 20 << 20, hostPID: pid, baselineRSS: before.rss)
             let after = Support.memory(of: pid)
             let growth = after.rss - before.rss
@@ -786,7 +547,7 @@ struct BoundedRun {
             let failures = ((try? host.events()) ?? []).filter { $0.to == .failed || $0.to == .backoff }
             #expect(failures.isEmpty && host.isRunning,
                     "the session was ended by a service failure, not the send timeout:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))\nhost log:\n\(Support.hostLog(host, last: 8))")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP flood")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP flood")
 
             print("[hostile] SMTP flood: host RSS once the connection closed \(Support.mib(Support.memory(of: pid).rss))")
         }
@@ -799,7 +560,7 @@ struct BoundedRun {
     @Test func smtpSendTimeoutClosesASessionThatNeverReads() async throws {
         try await Support.withServingHost(["--set", "smtp.send-timeout=2", "--set", "supervisor.liveness-timeout=15000"]) { host, pid, http, smtp in
             let before = Support.memory(of: pid)
-            let small = try HostileSocket(port: smtp, receiveBuffer: 4096)
+            let small = try TestSocket(port: smtp, receiveBuffer: 4096)
             let gentle = small.flood(Array("HELP\r\n".utf8), total: 1536 << 10, stall: .seconds(2), deadline: .seconds(10),
                                      hostPID: pid, baselineRSS: before.rss)
             print("[hostile] SMTP send timeout: \(gentle)")
@@ -809,26 +570,26 @@ struct BoundedRun {
             #expect(closing.end.isClosed, "a session that never reads its replies was not closed (\(closing.end) after \(Support.mib(closing.count)))")
             let failures = ((try? host.events()) ?? []).filter { $0.to == .failed || $0.to == .backoff }
             #expect(failures.isEmpty, "service failures:\n\(failures.map(StatusPresenter.line).joined(separator: "\n"))")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP send timeout")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the SMTP send timeout")
         }
     }
 
     @Test func smtpSessionsPerClientAreLimited() async throws {
         try await Support.withServingHost(["--set", "smtp.max-sessions-per-client=3"]) { host, pid, http, smtp in
-            var held: [HostileSocket] = []
+            var held: [TestSocket] = []
             for index in 0..<3 {
-                let client = try HostileSocket(port: smtp, source: "127.0.0.2")
+                let client = try TestSocket(port: smtp, source: "127.0.0.2")
                 let (text, _) = client.readText(until: "\r\n", timeout: .seconds(5))
                 #expect(text.hasPrefix("220 "), "session \(index + 1) from 127.0.0.2: \(text.debugDescription)")
                 held.append(client)
             }
-            let fourth = try HostileSocket(port: smtp, source: "127.0.0.2")
+            let fourth = try TestSocket(port: smtp, source: "127.0.0.2")
             let (refused, end) = fourth.readText(until: "\r\n", timeout: .seconds(5))
             #expect(refused.hasPrefix("421 4.7.0"), "a 4th session from 127.0.0.2: \(refused.debugDescription) (\(end))")
-            let other = try HostileSocket(port: smtp, source: "127.0.0.3")
+            let other = try TestSocket(port: smtp, source: "127.0.0.3")
             let (greeting, _) = other.readText(until: "\r\n", timeout: .seconds(5))
             #expect(greeting.hasPrefix("220 "), "127.0.0.3 meanwhile: \(greeting.debugDescription)")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the per-client session limit")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the per-client session limit")
             held.removeAll()
         }
     }
@@ -870,7 +631,7 @@ struct BoundedRun {
             }
             #expect(host.deliveredMessages(to: "\(name)@localhost").count == 1)
             #expect(Support.mailboxDirectories(host).subtracting(before) == ["\(name)@localhost"])
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the mailbox probes")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the mailbox probes")
         }
     }
 
@@ -896,7 +657,7 @@ struct BoundedRun {
             try client.send("RCPT TO:<known@localhost>\r\n")
             let existing = try #require(try client.reply())
             #expect(existing.hasPrefix("250"), "known@localhost (its Maildir exists): \(existing)")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "recipients = existing")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "recipients = existing")
         }
     }
 
@@ -937,7 +698,7 @@ struct BoundedRun {
             let routed = host.deliveredMessages(to: "user@localhost")
             #expect(routed.count == 2, "user@localhost received \(routed.count); mailboxes: \(host.mailboxes())")
             #expect(!host.mailboxes().contains { $0.contains("relay.example") || $0.hasPrefix("@") }, "\(host.mailboxes())")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "postmaster and source routes")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "postmaster and source routes")
         }
     }
 
@@ -973,14 +734,14 @@ struct BoundedRun {
                 #expect(result.status != 0, "reload with \(bad): exit \(result.status), \(output)")
                 let key = "supervisor." + bad.split(separator: " ")[0]
                 #expect(output.contains(key) || output.contains(String(bad.split(separator: " ")[0])), "reload with \(bad): output does not name the key: \(output.debugDescription)")
-                Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "a reload with \(bad)")
+                await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "a reload with \(bad)")
                 guard host.isRunning else { return }
             }
             // A good file still reloads.
             try Data("[supervisor]\nrestart-window = 20\n".utf8).write(to: file)
             let good = try host.ctl(["reload"])
             #expect(good.status == 0, "a good reload: \(good.stdout) \(good.stderr)")
-            Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "a good reload")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "a good reload")
         }
     }
 }

@@ -99,7 +99,7 @@ final class LoadClients: @unchecked Sendable {
         while text.utf8.count < size {
             line += 1
             let dot = line % 7 == 0 ? "." : ""  // leading dots exercise DATA stuffing
-            text += "\(dot)\(id) line \(line) " + String(repeating: Character(UnicodeScalar(65 + line % 26)!), count: line % 60) + "\r\n"
+            text += "\(dot)\(id) line \(line) " + String(repeating: Character(UnicodeScalar(UInt8(65 + line % 26))), count: line % 60) + "\r\n"
         }
         return Data(text.utf8)
     }

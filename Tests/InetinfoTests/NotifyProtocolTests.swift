@@ -70,11 +70,11 @@ final class NotifyListener: Sendable {
         defer { notify.close() }
         // WATCHDOG_USEC=400 ms: pings every 200 ms.
         try await withHost(["--enable-fault-injection"], environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"]) { host in
-            let ready = try await eventually("READY=1", timeout: .seconds(20)) { notify.messages.first { $0.lines.contains("READY=1") } }
+            let ready = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.messages.first { $0.lines.contains("READY=1") } }
             #expect(ready.lines.contains("STATUS=smtp: running, http: running"))
             #expect(try host.status().host.watchdogUsec == 400_000)
 
-            let pings = try await eventually("five watchdog pings", timeout: .seconds(10)) {
+            let pings = try await Deadline.eventually("five watchdog pings", timeout: .seconds(10)) {
                 let times = notify.times(of: "WATCHDOG=1")
                 return times.count >= 5 ? times : nil
             }
@@ -83,7 +83,7 @@ final class NotifyListener: Sendable {
             #expect(median > .milliseconds(100) && median < .milliseconds(400), "median ping gap \(median), expected about 200 ms")
 
             #expect(try host.ctl(["crash", "smtp", "--mode", "throw"]).status == 0)
-            _ = try await eventually("STATUS after the restart", timeout: .seconds(10)) {
+            _ = try await Deadline.eventually("STATUS after the restart", timeout: .seconds(10)) {
                 notify.statusLines().contains("STATUS=smtp: running (1 restart), http: running") ? true : nil
             }
 
@@ -91,7 +91,7 @@ final class NotifyListener: Sendable {
             #expect(try host.ctl(["crash", "host", "--mode", "hang"]).status == 0)
             // The supervisor's loop is blocked: within about a second the pings stop (a tick older than
             // max(1 s, WATCHDOG_USEC/4) withholds them; one ping period, 200 ms, and slack on top).
-            let lastPing = try await eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
+            let lastPing = try await Deadline.eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
                 guard let last = notify.times(of: "WATCHDOG=1").last else { return nil }
                 return ContinuousClock.now - last > .milliseconds(1500) ? last : nil
             }
@@ -104,11 +104,66 @@ final class NotifyListener: Sendable {
         }
     }
 
+    /// docs/supervision.md: `WATCHDOG=1` only while no more than `supervisor.max-abandoned` instances were
+    /// abandoned. One hung SMTP instance is abandoned and replaced: with a limit of 0 the pings stop for
+    /// good and `status --json` says the host is degraded and why; with a limit of 1 (the same hang, the
+    /// same watch) they go on and nothing is reported, so it is the limit that stops them, not the hang.
+    @Test(arguments: [0, 1])
+    func pingsStopOnceMoreInstancesThanMaxAbandonedWereAbandoned(maxAbandoned: Int) async throws {
+        let notify = try NotifyListener()
+        defer { notify.close() }
+        // WATCHDOG_USEC=400 ms: pings every 200 ms. A hang is detected after 300 ms.
+        try await withHost(["--enable-fault-injection", "--set", "supervisor.max-abandoned=\(maxAbandoned)",
+                            "--set", "smtp.liveness-timeout=300", "--set", "http.enabled=false"],
+                           environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000"]) { host in
+            _ = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            _ = try await Deadline.eventually("three watchdog pings", timeout: .seconds(10)) {
+                notify.times(of: "WATCHDOG=1").count >= 3 ? true : nil
+            }
+
+            #expect(try host.ctl(["crash", "smtp", "--mode", "hang"]).status == 0)
+            try await host.waitForState("smtp", .running, instance: 2)
+            let replaced = ContinuousClock.now
+
+            if maxAbandoned == 0 {
+                // Five ping periods without a ping: they stopped.
+                let lastPing = try await Deadline.eventually("watchdog pings to stop", timeout: .seconds(10)) { () -> ContinuousClock.Instant? in
+                    guard let last = notify.times(of: "WATCHDOG=1").last else { return nil }
+                    return ContinuousClock.now - last > .seconds(1) ? last : nil
+                }
+                let info = try Self.statusJSON(host)
+                #expect(info.degraded == true, "status --json: degraded \(String(describing: info.degraded))")
+                #expect(info.problem?.isEmpty == false, "status --json: supervisorProblem \(String(describing: info.problem))")
+                // For good: a later window of observation, five more periods, brings none either.
+                try await Task.sleep(for: .seconds(1))
+                let later = notify.times(of: "WATCHDOG=1").filter { $0 > lastPing }
+                #expect(later.isEmpty, "\(later.count) pings after the silence began")
+            } else {
+                // The same hang within the limit: pings go on (five periods' worth after the replacement).
+                _ = try await Deadline.eventually("pings after the hang", timeout: .seconds(5)) {
+                    notify.times(of: "WATCHDOG=1").filter { $0 > replaced }.count >= 5 ? true : nil
+                }
+                let info = try Self.statusJSON(host)
+                #expect(info.degraded == false)
+                #expect(info.problem == nil, "status --json: supervisorProblem \(String(describing: info.problem))")
+            }
+        }
+    }
+
+    /// `degraded` and `supervisorProblem` (nil when JSON null) of `inetinfoctl status --json`.
+    static func statusJSON(_ host: TestHost) throws -> (degraded: Bool?, problem: String?) {
+        let result = try host.ctl(["status", "--json"])
+        guard let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+              let info = object["host"] as? [String: Any], info.keys.contains("supervisorProblem")
+        else { throw TestError("status --json: \(result.stdout)\(result.stderr)") }
+        return (info["degraded"] as? Bool, info["supervisorProblem"] as? String)
+    }
+
     @Test func stoppingIsSentOnSIGTERMAndTheHostExitsCleanly() async throws {
         let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
-            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            _ = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
             #expect(notify.times(of: "WATCHDOG=1").isEmpty, "no watchdog armed, no pings")
             host.signal(SIGTERM)
             let (status, reason) = try await host.waitForExit()
@@ -121,13 +176,13 @@ final class NotifyListener: Sendable {
         let notify = try NotifyListener()
         defer { notify.close() }
         try await withHost(environment: ["NOTIFY_SOCKET": notify.path]) { host in
-            _ = try await eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
+            _ = try await Deadline.eventually("READY=1", timeout: .seconds(20)) { notify.times(of: "READY=1").first }
             host.signal(SIGHUP)
-            let reloading = try await eventually("RELOADING=1", timeout: .seconds(10)) {
+            let reloading = try await Deadline.eventually("RELOADING=1", timeout: .seconds(10)) {
                 notify.messages.first { $0.lines.contains("RELOADING=1") }
             }
             #expect(reloading.lines.contains { $0.hasPrefix("MONOTONIC_USEC=") && UInt64($0.dropFirst(15)) != nil })
-            _ = try await eventually("READY=1 after the reload", timeout: .seconds(10)) {
+            _ = try await Deadline.eventually("READY=1 after the reload", timeout: .seconds(10)) {
                 notify.times(of: "READY=1").count >= 2 ? true : nil
             }
             let reply = try host.ctl(["reload"])

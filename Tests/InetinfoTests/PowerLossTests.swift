@@ -27,18 +27,18 @@ import Testing
 
     @Test func powerCutsLoseNothingAcknowledged() async throws {
         let started = ContinuousClock.now
-        let disk = try PowerFS.mount(script: Self.powerfs)
+        let disk = try await PowerFS.mount(script: Self.powerfs)
         var host: TestHost?
         do {
             try await run(disk: disk, host: &host, started: started)
         } catch {
             if let host { print("host log (last instance):\n\(host.log.suffix(3000))") }
             await host?.stop()
-            disk.unmount()
+            await disk.unmount()
             throw error
         }
         await host?.stop()
-        disk.unmount()
+        await disk.unmount()
     }
 
     /// A host started on a state directory that does not exist yet, one message acknowledged, the power
@@ -47,7 +47,7 @@ import Testing
     /// unless every directory above the mail root is fsynced, the whole tree, acknowledged mail included,
     /// is lost at a power cut (it was, before `MailboxDirectories` synced them).
     @Test func freshStateDirectoryIsDurable() async throws {
-        let disk = try PowerFS.mount(script: Self.powerfs)
+        let disk = try await PowerFS.mount(script: Self.powerfs)
         var host: TestHost?
         do {
             var configuration = TestHost.Configuration(settings: ["http.enabled": "false"])
@@ -73,11 +73,11 @@ import Testing
             #expect(delivered == [content], "the acknowledged message survives the power cut")
         } catch {
             await host?.stop()
-            disk.unmount()
+            await disk.unmount()
             throw error
         }
         await host?.stop()
-        disk.unmount()
+        await disk.unmount()
     }
 
     /// What is cut, and when.
@@ -218,7 +218,7 @@ final class PowerFS: @unchecked Sendable {
 
     /// Mounts a new powerfs in a temporary folder. It unmounts itself if this process dies (or after
     /// 15 minutes whatever happens), so a crashed test leaves no mount behind.
-    static func mount(script: String) throws -> PowerFS {
+    static func mount(script: String) async throws -> PowerFS {
         guard getuid() == 0, FileManager.default.fileExists(atPath: "/dev/fuse") else {
             throw TestHostError("the power-loss suite needs root and /dev/fuse")
         }
@@ -235,13 +235,14 @@ final class PowerFS: @unchecked Sendable {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         let disk = PowerFS(base: base, mountPoint: mountPoint, process: process)
-        let deadline = ContinuousClock.now + .seconds(15)
-        while !FileManager.default.fileExists(atPath: mountPoint + "/.powerloss") {
-            guard process.isRunning, ContinuousClock.now < deadline else {
-                disk.unmount()
-                throw TestHostError("powerfs did not mount: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        do {
+            _ = try await Deadline.eventually("powerfs to mount", timeout: .seconds(15)) { () -> Bool? in
+                guard process.isRunning else { throw TestHostError("powerfs ended") }
+                return FileManager.default.fileExists(atPath: mountPoint + "/.powerloss") ? true : nil
             }
-            usleep(20_000)
+        } catch {
+            await disk.unmount()
+            throw TestHostError("powerfs did not mount (\(error)): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
         return disk
     }
@@ -288,11 +289,13 @@ final class PowerFS: @unchecked Sendable {
     var isPoweredOff: Bool { get throws { try status()["power"] == "off" } }
 
     /// Ends powerfs (SIGTERM unmounts), unmounts lazily if it did not, removes the folder.
-    func unmount() {
+    func unmount() async {
         if process.isRunning {
             process.terminate()
-            for _ in 0..<200 where process.isRunning { usleep(25_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            let process = self.process
+            if (try? await Deadline.eventually("powerfs to end", timeout: .seconds(5)) { process.isRunning ? nil : true }) == nil {
+                kill(process.processIdentifier, SIGKILL)
+            }
         }
         _ = try? CommandResult.run("/bin/umount", ["-l", mountPoint])
         try? FileManager.default.removeItem(atPath: base)

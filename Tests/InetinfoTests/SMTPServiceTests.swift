@@ -7,7 +7,7 @@ import Testing
     @Test func aDataTransactionIsDeliveredDurablyWithAReceivedHeader() async throws {
         try await withHost { host in
             _ = try await host.waitUntilRunning()
-            let smtp = try SMTPConnection(port: try host.smtpPort())
+            let smtp = try SMTPTestClient(port: try host.smtpPort())
             #expect(try smtp.code() == "220")
             #expect(try smtp.exchange("EHLO client.test\r\n") == ["250"])
             #expect(try smtp.exchange("MAIL FROM:<alice@remote.test>\r\nRCPT TO:<bob@localhost>\r\nDATA\r\n", replies: 3) == ["250", "250", "354"])
@@ -30,7 +30,7 @@ import Testing
     @Test func binaryChunksArriveByteForByte() async throws {
         try await withHost { host in
             _ = try await host.waitUntilRunning()
-            let smtp = try SMTPConnection(port: try host.smtpPort())
+            let smtp = try SMTPTestClient(port: try host.smtpPort())
             _ = try smtp.reply()
             var chunk: [UInt8] = Array("Subject: bin\r\n\r\n".utf8) + (0...255).map { UInt8($0) }
             chunk += Array("\r\n.\r\nQUIT\r\n".utf8)
@@ -51,7 +51,7 @@ import Testing
     @Test func oversizedChunkIsDiscardedAndTheSessionStaysInSync() async throws {
         try await withHost(["--set", "smtp.max-message-size=1000"]) { host in
             _ = try await host.waitUntilRunning()
-            let smtp = try SMTPConnection(port: try host.smtpPort())
+            let smtp = try SMTPTestClient(port: try host.smtpPort())
             _ = try smtp.reply()
             try smtp.send("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<bob@localhost>\r\n")
             _ = try (0..<3).map { _ in try smtp.reply() }
@@ -69,7 +69,7 @@ import Testing
         let probe = "HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<bob@localhost>\r\nBDAT 4\r\nb00mAUTH LOGIN\r\n"
         try await withHost(["--isolation", isolation]) { host in
             _ = try await host.waitUntilRunning()
-            let smtp = try SMTPConnection(port: try host.smtpPort())
+            let smtp = try SMTPTestClient(port: try host.smtpPort())
             _ = try smtp.reply()
             try smtp.send(probe)
             let replies = try (0..<5).map { _ in try smtp.reply() ?? "EOF" }
@@ -80,22 +80,22 @@ import Testing
         }
         try await withHost(["--isolation", isolation, "--simulate-ms02-012"]) { host in
             let before = try await host.waitUntilRunning()
-            let bystander = try SMTPConnection(port: try host.port(of: "smtp", in: before))
+            let bystander = try SMTPTestClient(port: try host.port(of: "smtp", in: before))
             _ = try bystander.reply()
-            let smtp = try SMTPConnection(port: try host.port(of: "smtp", in: before))
+            let smtp = try SMTPTestClient(port: try host.port(of: "smtp", in: before))
             _ = try smtp.reply()
             try smtp.send(probe)
             _ = try (0..<4).map { _ in try smtp.reply() }
             #expect(try smtp.reply() == nil, "the session is dropped")
             #expect(try bystander.reply() == nil, "every open SMTP session is dropped")
-            let after = try await eventually("smtp restarted", timeout: .seconds(10)) {
+            let after = try await Deadline.eventually("smtp restarted", timeout: .seconds(10)) {
                 let status = try host.status()
                 return status.services[0].instance == 2 && status.allEnabledRunning ? status : nil
             }
             #expect(after.services[0].lastFailure?.reason == "ms02-012: AUTH inside BDAT transaction")
             #expect(after.services[1].instance == (isolation == "shared" ? 2 : 1))
             // The service is back: a new session is served.
-            let again = try SMTPConnection(port: try host.port(of: "smtp", in: after))
+            let again = try SMTPTestClient(port: try host.port(of: "smtp", in: after))
             #expect(try again.code() == "220")
         }
     }
@@ -136,7 +136,7 @@ import Testing
     @Test func anAcknowledgedMessageSurvivesSIGKILL() async throws {
         try await withHost { host in
             _ = try await host.waitUntilRunning()
-            let smtp = try SMTPConnection(port: try host.smtpPort())
+            let smtp = try SMTPTestClient(port: try host.smtpPort())
             _ = try smtp.reply()
             let body = String(repeating: "durable line\r\n", count: 500)
             #expect(try smtp.exchange("EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<gina@localhost>\r\nDATA\r\n", replies: 4) == ["250", "250", "250", "354"])
@@ -154,19 +154,19 @@ import Testing
         try await withHost(["--set", "smtp.max-sessions=2", "--set", "smtp.idle-timeout=1", "--set", "smtp.max-bad-commands=2"]) { host in
             _ = try await host.waitUntilRunning()
             let port = try host.smtpPort()
-            let first = try SMTPConnection(port: port)
-            let second = try SMTPConnection(port: port)
+            let first = try SMTPTestClient(port: port)
+            let second = try SMTPTestClient(port: port)
             #expect(try first.code() == "220")
             #expect(try second.code() == "220")
-            let third = try SMTPConnection(port: port)
+            let third = try SMTPTestClient(port: port)
             #expect(try third.reply()?.hasPrefix("421 4.7.0") == true)
             // Idle for more than a second: 421 4.4.2 and closed.
             #expect(try first.reply()?.hasPrefix("421 4.4.2") == true)
             #expect(try first.reply() == nil)
             #expect(try second.reply()?.hasPrefix("421 4.4.2") == true)
             // The idle sessions are gone, so their slots are free again.
-            let fourth = try await eventually("a free session slot", timeout: .seconds(5)) { () -> SMTPConnection? in
-                let connection = try SMTPConnection(port: port)
+            let fourth = try await Deadline.eventually("a free session slot", timeout: .seconds(5)) { () -> SMTPTestClient? in
+                let connection = try SMTPTestClient(port: port)
                 return try connection.code() == "220" ? connection : nil
             }
             #expect(try fourth.exchange("BOGUS\r\nBOGUS\r\n", replies: 3) == ["500", "500", "421"])

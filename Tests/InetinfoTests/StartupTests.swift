@@ -16,9 +16,7 @@ import Testing
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning {
+        if (try? await Deadline.eventually("inetinfo to exit", timeout: .seconds(20)) { process.isRunning ? nil : true }) == nil {
             process.terminate()
             throw TestError("inetinfo \(arguments) did not exit within 20 s")
         }
@@ -45,7 +43,7 @@ import Testing
         ], environment: ["NOTIFY_SOCKET": notify.path])
         #expect(status == 1, "\(stderr)")
         #expect(stderr.contains("cannot start"), "\(stderr)")
-        let lines = try await eventually("ERRNO= and STATUS= for systemd", timeout: .seconds(5)) { () -> [String]? in
+        let lines = try await Deadline.eventually("ERRNO= and STATUS= for systemd", timeout: .seconds(5)) { () -> [String]? in
             let lines = notify.messages.flatMap(\.lines)
             return lines.contains { $0.hasPrefix("ERRNO=") } ? lines : nil
         }
@@ -71,7 +69,7 @@ import Testing
             first.terminate()
             first.waitUntilExit()
         }
-        let status = try await eventually("the host to answer on the replaced socket", timeout: .seconds(20)) { () -> CommandResult? in
+        let status = try await Deadline.eventually("the host to answer on the replaced socket", timeout: .seconds(20)) { () -> CommandResult? in
             let result = try CommandResult.run(TestHost.inetinfoctl, ["--socket", socketPath, "status", "--json"])
             return result.status == 0 ? result : nil
         }
