@@ -142,6 +142,16 @@ let package = Package(
             path: "Fuzz/control-request-fuzzer"
         ),
         .executableTarget(
+            name: "worker-message-fuzzer",
+            dependencies: [
+                "InetinfoHost",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ],
+            path: "Fuzz/worker-message-fuzzer"
+        ),
+        .executableTarget(
             name: "configuration-fuzzer",
             dependencies: ["InetinfoHost"],
             path: "Fuzz/configuration-fuzzer"

@@ -19,7 +19,8 @@ scripts/systemd/integration-test.sh
 # Every fuzz target under libFuzzer + ASan for a bounded time, from its committed seed corpus: all built
 # first (one build at a time), then run one after another. SMTP gets FUZZ_SECONDS, the others
 # FUZZ_SECONDS_OTHER each.
-fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer)
+fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer
+              worker-message-fuzzer)
 for target in "${fuzz_targets[@]}"; do
     scripts/fuzz.sh --build "$target"
 done

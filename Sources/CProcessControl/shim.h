@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /// The calling process receives `signal` when its parent ends (PR_SET_PDEATHSIG).
 static inline int inetinfo_set_parent_death_signal(int signal) {
@@ -15,6 +17,16 @@ static inline int inetinfo_set_parent_death_signal(int signal) {
 /// The spawned child closes every descriptor from `lowest` up.
 static inline int inetinfo_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
     return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
+}
+
+/// A descriptor that names the process `pid` for as long as it is open, even once it has been reaped
+/// (then signals to it fail with ESRCH instead of reaching whoever reuses the pid); -1 with errno set.
+static inline int inetinfo_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static inline int inetinfo_pidfd_send_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
 }
 
 #endif

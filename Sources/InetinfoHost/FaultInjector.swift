@@ -47,7 +47,7 @@ final class FaultInjector: Sendable {
             let timeout = try await supervisor.settings(of: service).livenessTimeout
             try Self.apply(fault, to: instance.context, livenessTimeout: timeout)
         case let worker as WorkerInstance:
-            worker.inject(fault)
+            worker.inject(fault, livenessTimeout: try await supervisor.settings(of: service).livenessTimeout)
         default:
             throw FaultError("\(service) runs where faults cannot reach it")
         }

@@ -84,7 +84,6 @@ public enum InetinfoHost {
                                     stateDirectory: configuration.stateDirectory, threads: service.threads,
                                     hostName: hostName, services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
                                     sockets: sockets.map { .init(name: $0.name, address: $0.address) },
-                                    livenessTimeoutMs: service.supervision.livenessTimeout.milliseconds,
                                     readinessDelayMs: faults.takeSlowStart(of: entry.name)?.milliseconds)
                     }
                 } else {

@@ -174,8 +174,17 @@ public struct ServiceStateMachine: Sendable {
             guard wanted != enabled else { return [] }
             enabled = wanted
             guard wanted else { return stop(reason: reason, then: .stay(reason: reason), at: now) }
-            guard currentInstance == nil, !closing else { return [] }
-            return launch(reason: reason, at: now)
+            guard !closing else { return [] }
+            switch phase {
+            case .stopping(let instance, .stay(let stopReason)):
+                // Enabled while a stop drains: it starts again once the stop is over.
+                phase = .stopping(instance, then: .start(stopReason: stopReason, startReason: reason))
+                return []
+            case .starting, .running, .stopping:
+                return []
+            case .stopped, .backoff, .failed:
+                return launch(reason: reason, at: now)
+            }
         case .settingsChanged(let new):
             settings = new
             backoff.initial = new.backoffInitial
@@ -292,7 +301,11 @@ public struct ServiceStateMachine: Sendable {
         case .starting(let instance), .running(let instance):
             let recorded = transition(to: .stopping(instance, then: then), reason: reason, at: now)
             return recorded + [.stop(instance: instance.number, gracePeriod: settings.shutdownTimeout)]
-        case .stopping, .stopped:
+        case .stopping(let instance, _):
+            // A stop asked for while another drains (an operator's restart, say) wins: nothing starts after it.
+            phase = .stopping(instance, then: then)
+            return []
+        case .stopped:
             return []
         case .backoff:
             return transition(to: .stopped, reason: reason, at: now)

@@ -50,6 +50,9 @@ public actor Supervisor: Service {
     private let records: [String: Record]
     private let order: [String]
     private var tickTask: Task<Void, Never>?
+    /// Set once ``run()`` is over: from then on nothing hops onto the supervisor's loop any more (its owner
+    /// may shut it down). Timers and instance reports run off the loop and check it first.
+    private nonisolated let over = NIOLockedValueBox(false)
     private var outcome: Result<Void, SupervisorError>?
     private var outcomeWaiter: CheckedContinuation<Result<Void, SupervisorError>, Never>?
 
@@ -85,6 +88,7 @@ public actor Supervisor: Service {
         for name in order { await stopSettled(name) }
         records.values.forEach { $0.runner.shutDown() }
         tickTask?.cancel()
+        over.withLockedValue { $0 = true }
         events.finish()
         if case .failure(let error) = result { throw error }
     }
@@ -192,6 +196,10 @@ public actor Supervisor: Service {
             if case .instanceFailed(_, let reason) = effect { failure = reason }
             execute(effect, for: name, record)
         }
+        // An instance the machine let go of without a stop or a disposal (it ended by itself) is over.
+        if let current = record.current, record.machine.currentInstance?.number != current.number {
+            record.current = nil
+        }
         if record.machine.state != .stopping, !record.stopWaiters.isEmpty {
             let waiters = record.stopWaiters
             record.stopWaiters = []
@@ -210,26 +218,34 @@ public actor Supervisor: Service {
         try? feed(name, input)
     }
 
+    /// Reports from anywhere (an instance's thread, a timer): hops onto the supervisor's loop, unless the
+    /// supervisor is over.
+    private nonisolated func deliver(_ name: String, _ input: ServiceStateMachine.Input) {
+        guard !over.withLockedValue({ $0 }) else { return }
+        Task { await self.report(name, input) }
+    }
+
     private func execute(_ effect: ServiceStateMachine.Effect, for name: String, _ record: Record) {
         switch effect {
         case .launch(let number):
             launch(name, number: number, record)
         case .armStartupTimer(let number, let delay):
-            Task { [weak self] in
+            // Timers sleep off the supervisor's loop; a stale one changes nothing (the machine checks).
+            Task.detached { [weak self] in
                 try? await Task.sleep(for: delay)
-                await self?.report(name, .startupDeadline(instance: number))
+                self?.deliver(name, .startupDeadline(instance: number))
             }
         case .armRestartTimer(let token, let delay):
             record.restartTimer?.cancel()
-            record.restartTimer = Task { [weak self] in
+            record.restartTimer = Task.detached { [weak self] in
                 try? await Task.sleep(for: delay)
                 guard !Task.isCancelled else { return }
-                await self?.report(name, .restartDue(token: token))
+                self?.deliver(name, .restartDue(token: token))
             }
         case .ping(let number):
             guard let current = record.current, current.number == number else { return }
             current.handle.ping { [weak self] in
-                Task { await self?.report(name, .pingAnswered(instance: number)) }
+                self?.deliver(name, .pingAnswered(instance: number))
             }
         case .stop(let number, let gracePeriod):
             guard let handle = record.take(number) else { return report(name, .stopFinished(instance: number, abandoned: false)) }
@@ -241,9 +257,9 @@ public actor Supervisor: Service {
             guard let handle = record.take(number) else { return }
             handle.forceStop()
             if hung && !handle.forcedStopIsCertain { return abandon(handle, of: name, number: number) }
-            Task { [weak self] in
+            Task.detached { [weak self] in
                 if await !Self.waitForEnd(of: handle, timeout: gracePeriod) {
-                    await self?.abandon(handle, of: name, number: number)
+                    self?.abandon(handle, of: name, number: number)
                 }
             }
         case .record(let from, let to, let number, let reason):
@@ -271,17 +287,15 @@ public actor Supervisor: Service {
         instanceLogger[metadataKey: "instance"] = "\(number)"
         let spec = InstanceSpec(service: name, number: number, sockets: record.sockets, logger: instanceLogger)
         let handle = record.runner.launch(spec) { [weak self] event in
-            Task {
-                switch event {
-                case .ready: await self?.report(name, .ready(instance: number))
-                case .failed(let reason): await self?.report(name, .failed(instance: number, reason: reason))
-                }
+            switch event {
+            case .ready: self?.deliver(name, .ready(instance: number))
+            case .failed(let reason): self?.deliver(name, .failed(instance: number, reason: reason))
             }
         }
         record.current = (number, handle)
-        Task { [weak self] in
+        Task.detached { [weak self] in
             let end = await handle.ended()
-            await self?.report(name, .ended(instance: number, end))
+            self?.deliver(name, .ended(instance: number, end))
         }
     }
 
@@ -298,14 +312,14 @@ public actor Supervisor: Service {
 
     /// Gives up on an instance that does not end. Should it end after all (its threads came back), it no
     /// longer counts against the watchdog.
-    private func abandon(_ handle: any InstanceHandle, of name: String, number: Int) {
+    private nonisolated func abandon(_ handle: any InstanceHandle, of name: String, number: Int) {
         health.recordAbandoned()
         logger.error("instance abandoned: it does not stop", metadata: [
             "service": "\(name)", "instance": "\(number)", "abandoned": "\(health.abandonedInstances)",
         ])
         let health = self.health
         let logger = self.logger
-        Task {
+        Task.detached {
             _ = await handle.ended()
             health.abandonedEnded()
             logger.notice("abandoned instance ended after all", metadata: ["service": "\(name)", "instance": "\(number)"])
@@ -336,8 +350,8 @@ public actor Supervisor: Service {
     // MARK: - Liveness
 
     private func startTicking() {
-        tickTask = Task { [weak self] in
-            while !Task.isCancelled {
+        tickTask = Task.detached { [weak self] in
+            while !Task.isCancelled, self?.over.withLockedValue({ $0 }) == false {
                 guard let interval = await self?.tickInterval() else { return }
                 try? await Task.sleep(for: interval)
                 await self?.tick()

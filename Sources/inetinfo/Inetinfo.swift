@@ -31,7 +31,7 @@ struct Inetinfo: AsyncParsableCommand {
     @Option(name: .customLong("control-socket"), help: "Path of the control socket (host.control-socket).")
     var controlSocket: String?
 
-    @Option(name: .long, help: "isolated (one-for-one) or shared (one-for-all) (host.isolation).")
+    @Option(name: .long, help: "isolated (one-for-one), shared (one-for-all) or process (one-for-one, each service in a worker process) (host.isolation).")
     var isolation: String?
 
     @Flag(name: .customLong("enable-fault-injection"), help: "Allow `inetinfoctl crash` (host.fault-injection).")

@@ -199,6 +199,30 @@ import Testing
         #expect(driver.machine.restarts == 0)
     }
 
+    @Test func aStopOrDisableDuringAnOperatorRestartWins() throws {
+        for stop in [ServiceStateMachine.Input.stop(reason: "stopped by operator"),
+                     .setEnabled(false, reason: "disabled by reload")] {
+            var driver = Driver()
+            _ = try driver.startRunning()
+            _ = try driver.feed(.restart)
+            #expect(try driver.feed(stop).isEmpty, "the drain under way goes on")
+            let after = try driver.feed(.stopFinished(instance: 1, abandoned: false))
+            #expect(after.launched == nil, "\(stop): nothing starts after the stop")
+            #expect(driver.machine.state == .stopped)
+        }
+    }
+
+    @Test func anEnableDuringAStopStartsTheServiceOnceTheStopIsOver() throws {
+        var driver = Driver()
+        _ = try driver.startRunning()
+        _ = try driver.feed(.setEnabled(false, reason: "disabled by reload"))
+        #expect(try driver.feed(.setEnabled(true, reason: "enabled by reload")).isEmpty)
+        let after = try driver.feed(.stopFinished(instance: 1, abandoned: false))
+        #expect(after.first == .record(from: .stopping, to: .stopped, instance: 1, reason: "disabled by reload"))
+        #expect(after.launched == 2)
+        #expect(driver.machine.enabled)
+    }
+
     @Test func afterHostShutdownNothingStartsAgain() throws {
         var driver = Driver()
         let number = try driver.startRunning()

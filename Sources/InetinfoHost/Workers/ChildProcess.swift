@@ -33,10 +33,12 @@ enum ChildProcess {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         for (index, source) in staged.enumerated() {
-            posix_spawn_file_actions_adddup2(&actions, source, 3 + Int32(index))
+            let result = posix_spawn_file_actions_adddup2(&actions, source, 3 + Int32(index))
+            guard result == 0 else { throw SpawnError(operation: "posix_spawn_file_actions_adddup2", errno: result) }
         }
         // Nothing else is inherited, close-on-exec or not.
-        _ = inetinfo_spawn_close_from(&actions, 3 + Int32(staged.count))
+        let closing = inetinfo_spawn_close_from(&actions, 3 + Int32(staged.count))
+        guard closing == 0 else { throw SpawnError(operation: "posix_spawn_file_actions_addclosefrom_np", errno: closing) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -52,6 +54,10 @@ enum ChildProcess {
         let argv = ([name] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var variables = ProcessInfo.processInfo.environment
+        // What systemd told the host is the host's alone: a child must not notify, ping or adopt for it.
+        for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+            variables[name] = nil
+        }
         variables.merge(environment) { inherited, _ in inherited }
         let envp = variables.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { envp.forEach { free($0) } }

@@ -12,12 +12,17 @@ enum WorkerMessage: Codable, Sendable, Equatable {
     case ping(Int)
     /// Stop gracefully (finish the connections), then exit 0.
     case stop
-    case fault(Fault)
+    /// `livenessTimeoutMs`: the service's liveness timeout now (a `stall` lasts three of them).
+    case fault(Fault, livenessTimeoutMs: Int64)
 
     // worker → host
     case ready
     case failed(String)
     case pong(Int)
+
+    /// A line longer than this ends the channel (and so the worker): no end of the channel buffers without
+    /// bound whatever the other sends. A start message, the longest, is a few KiB.
+    static let maximumLineLength = 1 << 20
 
     func encodedLine() -> Data {
         // Encoding a value of this type cannot fail (no floats that could be non-finite, no custom encoders).
@@ -31,8 +36,8 @@ enum WorkerMessage: Codable, Sendable, Equatable {
     }
 }
 
-/// What a worker needs to run one instance of a service: the host's configuration of it, as the host
-/// holds it at the moment the instance starts (so that a reload reaches the next worker).
+/// What a worker needs to run one instance of a service: the host's configuration of it (as read at the
+/// host's start: service options change with a restart of the host, as in the other modes).
 struct WorkerStart: Codable, Sendable, Equatable {
     struct Socket: Codable, Sendable, Equatable {
         var name: String
@@ -54,7 +59,6 @@ struct WorkerStart: Codable, Sendable, Equatable {
     var services: [Peer]
     /// The sockets at descriptors 4, 5, … in this order.
     var sockets: [Socket]
-    var livenessTimeoutMs: Int64
     /// Fault injection (`slow-start`): the ready report goes out this late.
     var readinessDelayMs: Int64?
 }
@@ -88,5 +92,19 @@ final class WorkerChannelHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Entry points for the worker-message fuzzer (Fuzz/worker-message-fuzzer); not API.
+@_spi(Fuzzing) public enum WorkerMessageFuzzing {
+    public static let maximumLineLength = WorkerMessage.maximumLineLength
+
+    /// Decodes one framed line as either end of a worker's channel does. A line that decodes must encode
+    /// to exactly one line that decodes to the same message.
+    public static func check(line: some Collection<UInt8>) {
+        guard let message = WorkerMessage.decode(line: line) else { return }
+        let encoded = message.encodedLine()
+        precondition(encoded.last == 0x0A && !encoded.dropLast().contains(0x0A), "an encoded message is not one line")
+        precondition(WorkerMessage.decode(line: encoded.dropLast()) == message, "a message does not survive encoding: \(message)")
     }
 }

@@ -25,6 +25,9 @@ extension InetinfoHost {
 }
 
 enum WorkerProcess {
+    /// The worker's exit status when its control channel closed under it.
+    static let exitStatusChannelClosed: Int32 = 3
+
     static func run(arguments: [String]) async -> Int32 {
         var service = "worker"
         var hostPID: pid_t = 0
@@ -52,14 +55,17 @@ enum WorkerProcess {
         do {
             let channel = try await ClientBootstrap(group: group)
                 .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                    // Known before any message can arrive: the start message may be waiting already, and
+                    // the instance's first report must find the channel.
+                    worker.connect(channel)
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: WorkerMessage.maximumLineLength))
                         try channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(received: worker.received, closed: worker.hostGone))
                     }
                 }
                 .withConnectedSocket(WorkerDescriptors.control)
                 .get()
-            worker.connect(channel)
+            _ = channel
         } catch {
             logger.critical("worker cannot use its control channel", metadata: ["error": "\(error)"])
             return 1
@@ -73,7 +79,6 @@ private final class Worker: Sendable {
     private struct State {
         var channel: (any Channel)?
         var instance: InProcessInstance?
-        var livenessTimeout: Duration = .seconds(1)
         var exit: CheckedContinuation<Int32, Never>?
         var exitStatus: Int32?
     }
@@ -122,9 +127,9 @@ private final class Worker: Sendable {
             instance.ping { _ = self.send(.pong(id)) }
         case .stop:
             state.withLockedValue { $0.instance }?.requestStop()
-        case .fault(let fault):
-            let (instance, timeout) = state.withLockedValue { ($0.instance, $0.livenessTimeout) }
-            guard let instance else { return }
+        case .fault(let fault, let livenessTimeoutMs):
+            guard let instance = state.withLockedValue({ $0.instance }) else { return }
+            let timeout = Duration.milliseconds(livenessTimeoutMs)
             logger.warning("injecting fault", metadata: ["fault": "\(fault.rawValue)", "instance": "\(instance.context.number)"])
             do {
                 try FaultInjector.apply(fault, to: instance.context, livenessTimeout: timeout)
@@ -136,10 +141,11 @@ private final class Worker: Sendable {
         }
     }
 
-    /// The host is gone (EOF on the channel): nothing may outlive it.
+    /// The host is gone, or gave up on this worker (EOF on the channel): nothing may outlive it. The
+    /// status says it was no normal end.
     func hostGone() {
         logger.notice("host closed the control channel; worker exiting")
-        Glibc._exit(0)
+        Glibc._exit(WorkerProcess.exitStatusChannelClosed)
     }
 
     private func begin(_ start: WorkerStart) {
@@ -173,10 +179,7 @@ private final class Worker: Sendable {
             }
         }
         guard let instance = instance as? InProcessInstance else { return }
-        state.withLockedValue {
-            $0.instance = instance
-            $0.livenessTimeout = .milliseconds(start.livenessTimeoutMs)
-        }
+        state.withLockedValue { $0.instance = instance }
         Task {
             switch await instance.ended() {
             case .returned:

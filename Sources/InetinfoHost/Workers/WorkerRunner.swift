@@ -1,3 +1,4 @@
+import CProcessControl
 import Foundation
 import Glibc
 import HostControl
@@ -112,22 +113,24 @@ final class WorkerRunner: InstanceRunner {
             throw error
         }
         Glibc.close(pair[1])
-        let channel = ClientBootstrap(group: group)
+        let channel = group.next().makePromise(of: (any Channel).self)
+        let worker = WorkerInstance(pid: pid, channel: channel.futureResult, logger: logger)
+        ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: WorkerMessage.maximumLineLength))
+                    try channel.pipeline.syncOperations.addHandler(
+                        WorkerChannelHandler(received: worker.received, closed: worker.channelClosed))
                 }
             }
             .withConnectedSocket(pair[0])
-        let worker = WorkerInstance(pid: pid, channel: channel)
-        channel.whenSuccess { channel in
-            try? channel.pipeline.syncOperations.addHandler(WorkerChannelHandler(received: worker.received))
-        }
-        channel.whenFailure { [logger] error in
+            .cascade(to: channel)
+        channel.futureResult.whenFailure { [logger] error in
             logger.error("cannot adopt a worker's control channel; killing it", metadata: ["pid": "\(pid)", "error": "\(error)"])
-            kill(pid, SIGKILL)
+            worker.forceStop()
         }
-        Task {
+        Task.detached {
             let end = await ChildProcess.reap(pid)
             worker.ended(end)
         }
@@ -136,25 +139,37 @@ final class WorkerRunner: InstanceRunner {
 }
 
 /// A worker process as the supervisor drives it.
+///
+/// The worker is our own binary, but one that crashed half-way or was subverted must not be able to hurt
+/// the host: anything outside the protocol (a second ready report, a message only the host sends, a pong
+/// for no ping) ends it, and a failure's reason is cut to a few KiB.
 final class WorkerInstance: InstanceHandle {
     let pid: Int32
     private let channel: EventLoopFuture<any Channel>
+    private let logger: Logger
 
     private struct State {
         var events: (@Sendable (InstanceEvent) -> Void)?
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
+        var readyReported = false
+        var failureReported = false
+        /// Names the process even once it is reaped, so a kill never reaches a process that reused its
+        /// pid; -1 when the kernel gave none (then signals go by pid, and only until the reap).
+        var pidfd: Int32
         var end: InstanceEnd?
         var endWaiters: [CheckedContinuation<InstanceEnd, Never>] = []
     }
 
-    // Guards the event sink, the outstanding pings and the end: written by the supervisor, the channel's
-    // loop and the reaper.
-    private let state = NIOLockedValueBox(State())
+    // Guards the event sink, the outstanding pings, the pidfd and the end: written by the supervisor, the
+    // channel's loop and the reaper.
+    private let state: NIOLockedValueBox<State>
 
-    init(pid: Int32, channel: EventLoopFuture<any Channel>) {
+    init(pid: Int32, channel: EventLoopFuture<any Channel>, logger: Logger) {
         self.pid = pid
         self.channel = channel
+        self.logger = logger
+        state = NIOLockedValueBox(State(pidfd: inetinfo_pidfd_open(pid)))
     }
 
     var forcedStopIsCertain: Bool { true }
@@ -184,9 +199,23 @@ final class WorkerInstance: InstanceHandle {
     func requestStop() { send(.stop) }
 
     /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode.
-    func forceStop() { kill(pid, SIGKILL) }
+    func forceStop() {
+        state.withLockedValue { state in
+            guard state.end == nil else { return }
+            if state.pidfd >= 0 {
+                _ = inetinfo_pidfd_send_signal(state.pidfd, SIGKILL)
+            } else {
+                // Not reaped yet (the reaper marks the end under this lock only after `waitpid`, so the pid
+                // may be reaped but not yet marked: without a pidfd this is the best there is).
+                kill(pid, SIGKILL)
+            }
+        }
+    }
 
-    func inject(_ fault: Fault) { send(.fault(fault)) }
+    /// Fault injection, applied inside the worker; `livenessTimeout` is the service's now (for `stall`).
+    func inject(_ fault: Fault, livenessTimeout: Duration) {
+        send(.fault(fault, livenessTimeoutMs: livenessTimeout.milliseconds))
+    }
 
     func ended() async -> InstanceEnd {
         await withCheckedContinuation { continuation in
@@ -200,22 +229,62 @@ final class WorkerInstance: InstanceHandle {
 
     // MARK: from the channel and the reaper
 
+    /// Longest failure reason kept from a worker.
+    private static let maximumReasonLength = 4096
+
     func received(_ message: WorkerMessage) {
         switch message {
         case .ready:
-            state.withLockedValue { $0.events }?(.ready)
+            let events = state.withLockedValue { state -> (@Sendable (InstanceEvent) -> Void)?? in
+                guard !state.readyReported else { return .none }
+                state.readyReported = true
+                return .some(state.events)
+            }
+            guard let events else { return violation("a second ready report") }
+            events?(.ready)
         case .failed(let reason):
-            state.withLockedValue { $0.events }?(.failed(reason: reason))
+            let events = state.withLockedValue { state -> (@Sendable (InstanceEvent) -> Void)?? in
+                guard !state.failureReported else { return .none }
+                state.failureReported = true
+                return .some(state.events)
+            }
+            guard let events else { return violation("a second failure report") }
+            events?(.failed(reason: String(reason.prefix(Self.maximumReasonLength))))
         case .pong(let id):
-            state.withLockedValue { $0.pings.removeValue(forKey: id) }?()
+            guard let answered = state.withLockedValue({ $0.pings.removeValue(forKey: id) }) else {
+                return violation("an answer to no ping")
+            }
+            answered()
         case .start, .ping, .stop, .fault:
-            break  // host-to-worker messages; a worker never sends them
+            violation("a message only the host sends")
         }
+    }
+
+    /// The channel closed: the worker exited, or one of the ends gave up on the other. A worker that
+    /// no longer hears the host must not go on serving.
+    func channelClosed() {
+        forceStop()
+    }
+
+    private func violation(_ what: String) {
+        logger.error("worker broke the control protocol; killing it", metadata: ["pid": "\(pid)", "violation": "\(what)"])
+        let events = state.withLockedValue { state -> (@Sendable (InstanceEvent) -> Void)? in
+            guard !state.failureReported else { return nil }
+            state.failureReported = true
+            return state.events
+        }
+        events?(.failed(reason: "worker broke the control protocol: \(what)"))
+        forceStop()
     }
 
     func ended(_ end: InstanceEnd) {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<InstanceEnd, Never>] in
             state.end = end
+            state.pings = [:]
+            if state.pidfd >= 0 {
+                Glibc.close(state.pidfd)
+                state.pidfd = -1
+            }
             defer { state.endWaiters = [] }
             return state.endWaiters
         }
