@@ -99,6 +99,11 @@ final class WorkerChannelHandler: ChannelInboundHandler {
 @_spi(Fuzzing) public enum WorkerMessageFuzzing {
     public static let maximumLineLength = WorkerMessage.maximumLineLength
 
+    /// Whether `line` is a message of the protocol.
+    public static func decodes(line: some Collection<UInt8>) -> Bool {
+        WorkerMessage.decode(line: line) != nil
+    }
+
     /// Decodes one framed line as either end of a worker's channel does. A line that decodes must encode
     /// to exactly one line that decodes to the same message.
     public static func check(line: some Collection<UInt8>) {
