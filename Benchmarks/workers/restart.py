@@ -9,7 +9,8 @@ For each crash: `kill` sends SIGKILL to the http worker (process isolation; its 
 A connection refused is counted (the listening socket is the host's, so there should be none); a
 connection reset or closed without an answer (accepted by the instance that was dying) is retried.
 Before the next crash the script waits until the new instance runs.
-Prints one line of JSON: {"crashes", "p50_ms", "p99_ms", "max_ms", "refused", "retried"}.
+Prints one line of JSON: {"crashes", "p50_ms", "p99_ms", "max_ms", "refused", "retried"}, or with
+`--markdown LABEL` one row of a Markdown table.
 """
 
 import argparse
@@ -53,18 +54,20 @@ def wait_running(args, instance, timeout=30):
     sys.exit(f"http instance {instance} not running after {timeout} s")
 
 
-def get(port):
+def get(port, path):
     """None when answered 200; else the reason."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
                     break
                 data += chunk
-        return None if data.startswith(b"HTTP/1.1 200") else "no answer"
+        if data.startswith(b"HTTP/1.1 200"):
+            return None
+        return "no answer" if not data else "status " + data.split(b"\r\n", 1)[0].decode(errors="replace")
     except ConnectionRefusedError:
         return "refused"
     except OSError as error:
@@ -75,8 +78,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", default="/", help="what to GET; it must be answered 200")
     parser.add_argument("--crashes", type=int, default=200)
     parser.add_argument("--how", choices=["kill", "throw"], required=True)
+    parser.add_argument("--markdown", metavar="LABEL", help="print a Markdown table row instead of JSON")
     args = parser.parse_args()
     latencies, refused, retried = [], 0, 0
     current = wait_running(args, 1)
@@ -88,19 +93,28 @@ def main():
             start = time.monotonic()
             control(args, {"command": "crash", "service": "http", "mode": "throw"})
         while True:
-            outcome = get(args.port)
+            outcome = get(args.port, args.path)
             if outcome is None:
                 break
             if outcome == "refused":
                 refused += 1
+            elif outcome.startswith("status"):
+                sys.exit(f"GET {args.path}: {outcome}")
             else:
                 retried += 1
+            if time.monotonic() - start > 30:
+                sys.exit(f"GET {args.path} not answered 30 s after the crash: {outcome}")
         latencies.append((time.monotonic() - start) * 1000)
         current = wait_running(args, current["instance"] + 1)
     latencies.sort()
     pick = lambda q: round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 2)
-    print(json.dumps({"crashes": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-                      "max_ms": round(latencies[-1], 2), "refused": refused, "retried": retried}))
+    result = {"crashes": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+              "max_ms": round(latencies[-1], 2), "refused": refused, "retried": retried}
+    if args.markdown:
+        print(f"| {args.markdown} | {result['p50_ms']} ms | {result['p99_ms']} ms | {result['max_ms']} ms "
+              f"| {refused} | {retried} |")
+    else:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ for mode in in-process process-spare process-no-spare; do
         process-spare) start_host "$mode" process --set supervisor.spare-workers=1; how=kill ;;
         process-no-spare) start_host "$mode" process --set supervisor.spare-workers=0; how=kill ;;
     esac
-    python3 Benchmarks/workers/restart.py --socket "$TMP/$mode/ctl.sock" --port "$HTTP_PORT" --crashes "$CRASHES" --how "$how" \
-        | python3 -c 'import json,sys; r=json.load(sys.stdin); print(f"| '"$mode"' | {r["p50_ms"]} ms | {r["p99_ms"]} ms | {r["max_ms"]} ms | {r["refused"]} | {r["retried"]} |")'
+    python3 Benchmarks/workers/restart.py --socket "$TMP/$mode/ctl.sock" --port "$HTTP_PORT" --path /1k.txt --crashes "$CRASHES" --how "$how" \
+        --markdown "$mode"
     stop_host
 done
 

@@ -77,15 +77,17 @@ public enum InetinfoHost {
                                              inWorkerProcess: configuration.isolation == .process)
                 let runner: any InstanceRunner
                 if configuration.isolation == .process {
-                    runner = WorkerRunner(executable: options.workerExecutable, service: entry.name,
-                                          spares: configuration.spareWorkers, group: workers, logger: logger,
-                                          logLevel: configuration.logLevel) { number, sockets in
-                        WorkerStart(service: entry.name, instance: number, options: service.options,
-                                    stateDirectory: configuration.stateDirectory, threads: service.threads,
-                                    hostName: hostName, services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
-                                    sockets: sockets.map { .init(name: $0.name, address: $0.address) },
-                                    readinessDelayMs: faults.takeSlowStart(of: entry.name)?.milliseconds)
-                    }
+                    runner = WorkerRunner(
+                        executable: options.workerExecutable, service: entry.name, spares: configuration.spareWorkers,
+                        group: workers, logger: logger, logLevel: configuration.logLevel,
+                        configuration: { sockets in
+                            WorkerConfiguration(service: entry.name, options: service.options,
+                                                stateDirectory: configuration.stateDirectory, threads: service.threads,
+                                                hostName: hostName,
+                                                services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
+                                                sockets: sockets.map { .init(name: $0.name, address: $0.address) })
+                        },
+                        readinessDelay: { faults.takeSlowStart(of: entry.name) })
                 } else {
                     var hosted = try entry.make(context)
                     if configuration.faultInjection { hosted = faults.instrument(hosted) }

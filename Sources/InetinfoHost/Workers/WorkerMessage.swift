@@ -6,8 +6,11 @@ import NIOCore
 /// one JSON object per line, in both directions.
 enum WorkerMessage: Codable, Sendable, Equatable {
     // host → worker
-    /// Serve: build the service and adopt the sockets. Sent once; a spare waits for it.
-    case start(WorkerStart)
+    /// Sent once, right after the spawn: build the service and adopt the sockets, but do not serve yet.
+    case prepare(WorkerConfiguration)
+    /// Serve, as instance `instance` (a spare waits for this). `readinessDelayMs`: fault injection
+    /// (`slow-start`), the ready report goes out this late.
+    case start(instance: Int, readinessDelayMs: Int64?)
     /// Answer with ``pong(_:)`` once every event loop of the instance has run a no-op.
     case ping(Int)
     /// Stop gracefully (finish the connections), then exit 0.
@@ -36,9 +39,9 @@ enum WorkerMessage: Codable, Sendable, Equatable {
     }
 }
 
-/// What a worker needs to run one instance of a service: the host's configuration of it (as read at the
-/// host's start: service options change with a restart of the host, as in the other modes).
-struct WorkerStart: Codable, Sendable, Equatable {
+/// What a worker needs to build its service: the host's configuration of it (as read at the host's start:
+/// service options change with a restart of the host, as in the other modes).
+struct WorkerConfiguration: Codable, Sendable, Equatable {
     struct Socket: Codable, Sendable, Equatable {
         var name: String
         var address: String
@@ -51,7 +54,6 @@ struct WorkerStart: Codable, Sendable, Equatable {
     }
 
     var service: String
-    var instance: Int
     var options: [String: String]
     var stateDirectory: String
     var threads: Int
@@ -59,8 +61,6 @@ struct WorkerStart: Codable, Sendable, Equatable {
     var services: [Peer]
     /// The sockets at descriptors 4, 5, … in this order.
     var sockets: [Socket]
-    /// Fault injection (`slow-start`): the ready report goes out this late.
-    var readinessDelayMs: Int64?
 }
 
 /// Where things are in a worker process.

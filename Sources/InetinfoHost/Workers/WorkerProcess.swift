@@ -12,9 +12,9 @@ import NIOPosix
 /// The entry point of `inetinfo worker`: one instance of one service, in a process of its own, driven by
 /// the host over the control channel at descriptor 3 (``WorkerMessage``).
 ///
-/// Contract: the worker waits for its start message (a spare may wait a long time), then builds the
-/// service from the configuration in it, serves on the sockets at descriptors 4, 5, …, and reports
-/// ready. It answers pings, stops gracefully on `stop` (exit 0), reports a failure it can see (then
+/// Contract: the worker builds its service from the configuration in its first message (`prepare`), then
+/// waits for its start message (a spare may wait a long time), serves on the sockets at descriptors 4,
+/// 5, …, and reports ready. It answers pings, stops gracefully on `stop` (exit 0), reports a failure it can see (then
 /// exits 1), and dies with the host: the kernel sends it SIGKILL when the host ends, and EOF on the
 /// channel makes it exit. It ignores SIGTERM, SIGINT and SIGHUP: the host alone decides when it stops.
 extension InetinfoHost {
@@ -76,15 +76,25 @@ enum WorkerProcess {
 
 /// One worker's instance, between its control channel and an in-process instance.
 private final class Worker: Sendable {
+    /// What `prepare` built: the service and its sockets, or why that failed (told at `start`).
+    private struct Prepared {
+        var configuration: WorkerConfiguration
+        var built: Result<(service: any HostedService, sockets: [ListeningSocket]), WorkerFailure>
+    }
+
     private struct State {
         var channel: (any Channel)?
+        var prepared: Prepared?
         var instance: InProcessInstance?
+        /// The protocol allows one failure report per worker.
+        var failureSent = false
         var exit: CheckedContinuation<Int32, Never>?
         var exitStatus: Int32?
     }
 
     private let logger: Logger
-    // Guards the channel, the instance and the exit: touched by the channel's loop and the instance's task.
+    // Guards the channel, what was prepared, the instance and the exit: touched by the channel's loop and
+    // the instance's task.
     private let state = NIOLockedValueBox(State())
 
     init(logger: Logger) { self.logger = logger }
@@ -120,8 +130,10 @@ private final class Worker: Sendable {
 
     func received(_ message: WorkerMessage) {
         switch message {
-        case .start(let start):
-            begin(start)
+        case .prepare(let configuration):
+            prepare(configuration)
+        case .start(let instance, let readinessDelayMs):
+            begin(instance: instance, readinessDelay: readinessDelayMs.map { .milliseconds($0) })
         case .ping(let id):
             guard let instance = state.withLockedValue({ $0.instance }) else { return }
             instance.ping { _ = self.send(.pong(id)) }
@@ -148,34 +160,50 @@ private final class Worker: Sendable {
         Glibc._exit(WorkerProcess.exitStatusChannelClosed)
     }
 
-    private func begin(_ start: WorkerStart) {
-        guard state.withLockedValue({ $0.instance == nil }) else { return }
-        var instanceLogger = logger
-        instanceLogger[metadataKey: "instance"] = "\(start.instance)"
-        guard let entry = ServiceCatalog.entries.first(where: { $0.name == start.service }) else {
-            return fail("no service named '\(start.service)' in this binary", logger: instanceLogger)
-        }
-        let sockets: [ListeningSocket]
-        let hosted: any HostedService
-        do {
-            sockets = try start.sockets.enumerated().map { index, socket in
-                try ListeningSocket.adopt(name: socket.name, fd: WorkerDescriptors.firstSocket + Int32(index))
+    /// Builds the service before it is needed (a spare does it while it waits).
+    private func prepare(_ configuration: WorkerConfiguration) {
+        guard state.withLockedValue({ $0.prepared == nil }) else { return }
+        let built = Result { () throws(WorkerFailure) -> (service: any HostedService, sockets: [ListeningSocket]) in
+            guard let entry = ServiceCatalog.entries.first(where: { $0.name == configuration.service }) else {
+                throw WorkerFailure("no service named '\(configuration.service)' in this binary")
             }
-            let context = ServiceContext(options: start.options, stateDirectory: start.stateDirectory, threads: start.threads,
-                                         hostName: start.hostName,
-                                         services: start.services.map { ($0.name, $0.enabled, $0.listen) },
-                                         inWorkerProcess: true)
-            var made = try entry.make(context)
-            if let delay = start.readinessDelayMs { made = DelayedReadiness(inner: made, delay: .milliseconds(delay)) }
-            hosted = made
-        } catch {
-            return fail("cannot build \(start.service): \(error)", logger: instanceLogger)
+            do {
+                let sockets = try configuration.sockets.enumerated().map { index, socket in
+                    try ListeningSocket.adopt(name: socket.name, fd: WorkerDescriptors.firstSocket + Int32(index))
+                }
+                let context = ServiceContext(options: configuration.options, stateDirectory: configuration.stateDirectory,
+                                             threads: configuration.threads, hostName: configuration.hostName,
+                                             services: configuration.services.map { ($0.name, $0.enabled, $0.listen) },
+                                             inWorkerProcess: true)
+                return (try entry.make(context), sockets)
+            } catch {
+                throw WorkerFailure("cannot build \(configuration.service): \(error)")
+            }
         }
-        let spec = InstanceSpec(service: start.service, number: start.instance, sockets: sockets, logger: instanceLogger)
-        let instance = InProcessRunner(service: hosted).launch(spec) { event in
+        state.withLockedValue { $0.prepared = Prepared(configuration: configuration, built: built) }
+    }
+
+    private func begin(instance number: Int, readinessDelay: Duration?) {
+        var instanceLogger = logger
+        instanceLogger[metadataKey: "instance"] = "\(number)"
+        let prepared = state.withLockedValue { state -> Prepared?? in
+            guard state.instance == nil else { return .none }
+            return .some(state.prepared)
+        }
+        guard let prepared else { return }  // a second start: ignored
+        guard let prepared else { return fail("started before it was prepared", logger: instanceLogger) }
+        let hosted: any HostedService
+        let sockets: [ListeningSocket]
+        switch prepared.built {
+        case .success(let built): (hosted, sockets) = built
+        case .failure(let failure): return fail(failure.reason, logger: instanceLogger)
+        }
+        let service: any HostedService = readinessDelay.map { DelayedReadiness(inner: hosted, delay: $0) } ?? hosted
+        let spec = InstanceSpec(service: prepared.configuration.service, number: number, sockets: sockets, logger: instanceLogger)
+        let instance = InProcessRunner(service: service).launch(spec) { event in
             switch event {
             case .ready: _ = self.send(.ready)
-            case .failed(let reason): _ = self.send(.failed(reason))
+            case .failed(let reason): self.reportFailure(reason)
             }
         }
         guard let instance = instance as? InProcessInstance else { return }
@@ -192,13 +220,28 @@ private final class Worker: Sendable {
         }
     }
 
-    /// Tells the host why, then exits 1 (the host may already know: a reported failure is not repeated
-    /// harmfully, the host ignores reports about an instance it has already let go of).
+    /// Sends the failure report, the first time only (the protocol allows one).
+    @discardableResult
+    private func reportFailure(_ reason: String) -> EventLoopFuture<Void>? {
+        guard state.withLockedValue({ state -> Bool in
+            defer { state.failureSent = true }
+            return !state.failureSent
+        }) else { return nil }
+        return send(.failed(reason))
+    }
+
+    /// Tells the host why (unless the instance already did), then exits 1.
     private func fail(_ reason: String, logger: Logger) {
         logger.error("worker failing", metadata: ["reason": "\(reason)"])
-        guard let sent = send(.failed(reason)) else { return finish(1) }
+        guard let sent = reportFailure(reason) else { return finish(1) }
         sent.whenComplete { _ in self.finish(1) }
     }
+}
+
+/// Why a worker could not serve.
+private struct WorkerFailure: Error {
+    var reason: String
+    init(_ reason: String) { self.reason = reason }
 }
 
 /// Fault injection (`slow-start`) in a worker: the instance's ready report goes out late.

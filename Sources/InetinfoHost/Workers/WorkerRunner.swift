@@ -15,9 +15,10 @@ import Supervision
 /// Contract: every worker is `inetinfo worker` started through `posix_spawn` with the service's
 /// host-owned listening sockets at descriptors 4, 5, … and one end of a socketpair at 3 (its control
 /// channel, ``WorkerMessage``), nothing else; every worker is reaped; a worker never outlives the host
-/// (it asks the kernel for SIGKILL when the host dies, and exits at EOF on its channel). With
-/// `spares > 0` one idle worker waits, already started, and the next launch only sends it its start
-/// message; a new spare is started behind it.
+/// (it asks the kernel for SIGKILL when the host dies, and exits at EOF on its channel). Every worker is
+/// sent its configuration as soon as it is spawned and builds its service from it; the start message only
+/// names the instance. With `spares > 0` one such prepared worker waits, and the next launch only sends it
+/// its start message; a new spare is started behind it.
 final class WorkerRunner: InstanceRunner {
     private let executable: String
     private let service: String
@@ -25,21 +26,25 @@ final class WorkerRunner: InstanceRunner {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let logLevel: String
-    /// The start message for instance `number`, from the host's configuration of the service now.
-    private let makeStart: @Sendable (_ number: Int, _ sockets: [ListeningSocket]) -> WorkerStart
+    /// What a new worker prepares with: the host's configuration of the service.
+    private let configuration: @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration
+    /// Fault injection (`slow-start`): how late the next instance's ready report must come, once.
+    private let readinessDelay: @Sendable () -> Duration?
     // Guards the idle spare and whether the runner was shut down, touched by the supervisor and by
     // spares' reapers.
     private let state = NIOLockedValueBox<(spare: WorkerInstance?, closed: Bool)>((nil, false))
 
     init(executable: String, service: String, spares: Int, group: any EventLoopGroup, logger: Logger, logLevel: String,
-         makeStart: @escaping @Sendable (_ number: Int, _ sockets: [ListeningSocket]) -> WorkerStart) {
+         configuration: @escaping @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration,
+         readinessDelay: @escaping @Sendable () -> Duration?) {
         self.executable = executable
         self.service = service
         self.spares = spares
         self.group = group
         self.logger = logger
         self.logLevel = logLevel
-        self.makeStart = makeStart
+        self.configuration = configuration
+        self.readinessDelay = readinessDelay
     }
 
     func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
@@ -55,7 +60,7 @@ final class WorkerRunner: InstanceRunner {
             }
         }
         worker.attach(events: events)
-        worker.send(.start(makeStart(spec.number, spec.sockets)))
+        worker.send(.start(instance: spec.number, readinessDelayMs: readinessDelay()?.milliseconds))
         spec.logger.info("worker serving", metadata: ["pid": "\(worker.pid)"])
         if spares > 0 { startSpare(sockets: spec.sockets) }
         return worker
@@ -115,6 +120,9 @@ final class WorkerRunner: InstanceRunner {
         Glibc.close(pair[1])
         let channel = group.next().makePromise(of: (any Channel).self)
         let worker = WorkerInstance(pid: pid, channel: channel.futureResult, logger: logger)
+        // Everything but the instance number is known now: the worker builds its service while it waits,
+        // so that a spare's start costs no more than the start itself.
+        worker.send(.prepare(configuration(sockets)))
         ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -255,7 +263,7 @@ final class WorkerInstance: InstanceHandle {
                 return violation("an answer to no ping")
             }
             answered()
-        case .start, .ping, .stop, .fault:
+        case .prepare, .start, .ping, .stop, .fault:
             violation("a message only the host sends")
         }
     }
