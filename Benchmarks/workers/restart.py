@@ -8,7 +8,8 @@ For each crash: `kill` sends SIGKILL to the http worker (process isolation; its 
 `GET /` on a fresh connection until one is answered 200; the latency is from the crash to that answer.
 A connection refused is counted (the listening socket is the host's, so there should be none); a
 connection reset or closed without an answer (accepted by the instance that was dying) is retried.
-Before the next crash the script waits until the new instance runs.
+Before the next crash the script waits until the new instance runs, then --interval seconds more (crashes
+come one at a time, not in a burst: a new spare worker needs about 100 ms to start).
 Prints one line of JSON: {"crashes", "p50_ms", "p99_ms", "max_ms", "refused", "retried"}, or with
 `--markdown LABEL` one row of a Markdown table.
 """
@@ -82,6 +83,8 @@ def main():
     parser.add_argument("--crashes", type=int, default=200)
     parser.add_argument("--how", choices=["kill", "throw"], required=True)
     parser.add_argument("--markdown", metavar="LABEL", help="print a Markdown table row instead of JSON")
+    parser.add_argument("--interval", type=float, default=0.3,
+                        help="seconds between a restart and the next crash (a spare needs time to start)")
     args = parser.parse_args()
     latencies, refused, retried = [], 0, 0
     current = wait_running(args, 1)
@@ -106,6 +109,7 @@ def main():
                 sys.exit(f"GET {args.path} not answered 30 s after the crash: {outcome}")
         latencies.append((time.monotonic() - start) * 1000)
         current = wait_running(args, current["instance"] + 1)
+        time.sleep(args.interval)
     latencies.sort()
     pick = lambda q: round(latencies[min(len(latencies) - 1, int(len(latencies) * q))], 2)
     result = {"crashes": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),

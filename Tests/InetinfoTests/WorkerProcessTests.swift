@@ -85,11 +85,17 @@ import Testing
         }
     }
 
+    /// Each service's active worker and its spare (started once the active one is ready).
+    static func allWorkers(of host: TestHost) async throws -> [Int32] {
+        try await Deadline.eventually("an active worker and a spare per service", timeout: .seconds(10)) { () -> [Int32]? in
+            let workers = ChildProcesses.children(of: host.pid)
+            return workers.count == 4 ? workers : nil
+        }
+    }
+
     @Test func killingTheHostLeavesNoWorker() async throws {
         try await TestHost.with(Self.configuration()) { host in
-            let workers = ChildProcesses.children(of: host.pid)
-            // Each service's active worker and its spare.
-            #expect(workers.count == 4, "workers: \(workers)")
+            let workers = try await Self.allWorkers(of: host)
             try await host.kill()
             _ = try await Deadline.eventually("every worker gone", timeout: .seconds(5)) { () -> Bool? in
                 workers.allSatisfy { ChildProcesses.state(of: $0) == nil } ? true : nil
@@ -99,8 +105,7 @@ import Testing
 
     @Test func aGracefulStopEndsEveryWorker() async throws {
         try await TestHost.with(Self.configuration()) { host in
-            let workers = ChildProcesses.children(of: host.pid)
-            #expect(workers.count == 4)
+            let workers = try await Self.allWorkers(of: host)
             await host.stop()
             _ = try await Deadline.eventually("every worker gone", timeout: .seconds(10)) { () -> Bool? in
                 workers.allSatisfy { ChildProcesses.state(of: $0) == nil } ? true : nil
@@ -150,6 +155,20 @@ import Testing
                 ChildProcesses.state(of: pid) == nil ? true : nil
             }
             #expect(try host.status().host.supervisorProblem == nil)
+        }
+    }
+
+    @Test func theSpareTakesOverAndANewSpareStartsBehindIt() async throws {
+        try await TestHost.with(Self.configuration()) { host in
+            let before = Set(try await Self.allWorkers(of: host))
+            let crashed = try #require(try host.service("smtp").pid)
+            try host.inject(.segv, into: "smtp")
+            try await host.waitForState("smtp", .running, instance: 2)
+            let replacement = try #require(try host.service("smtp").pid)
+            #expect(before.contains(replacement), "the replacement \(replacement) was one of the workers already started \(before)")
+            let after = Set(try await Self.allWorkers(of: host))
+            #expect(!after.contains(crashed))
+            #expect(after.subtracting(before).count == 1, "one new spare: \(after.subtracting(before))")
         }
     }
 

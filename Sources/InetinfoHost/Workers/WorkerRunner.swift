@@ -18,7 +18,7 @@ import Supervision
 /// (it asks the kernel for SIGKILL when the host dies, and exits at EOF on its channel). Every worker is
 /// sent its configuration as soon as it is spawned and builds its service from it; the start message only
 /// names the instance. With `spares > 0` one such prepared worker waits, and the next launch only sends it
-/// its start message; a new spare is started behind it.
+/// its start message; a new spare is started once the new worker is ready.
 final class WorkerRunner: InstanceRunner {
     private let executable: String
     private let service: String
@@ -59,10 +59,15 @@ final class WorkerRunner: InstanceRunner {
                 return UnstartedWorker(reason: "cannot start a worker process: \(error)")
             }
         }
-        worker.attach(events: events)
+        // The next spare starts once this worker is ready, not now: on a small machine its start (a
+        // process, a runtime) would compete for the CPU with the worker that has to take over.
+        let sockets = spec.sockets
+        worker.attach { [weak self] event in
+            events(event)
+            if event == .ready, let self, self.spares > 0 { self.startSpare(sockets: sockets) }
+        }
         worker.send(.start(instance: spec.number, readinessDelayMs: readinessDelay()?.milliseconds))
         spec.logger.info("worker serving", metadata: ["pid": "\(worker.pid)"])
-        if spares > 0 { startSpare(sockets: spec.sockets) }
         return worker
     }
 
