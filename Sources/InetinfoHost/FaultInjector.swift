@@ -22,7 +22,7 @@ final class FaultInjector: Sendable {
 
     /// Wraps a service so that `slow-start` can act on its next instance.
     func instrument(_ service: any HostedService) -> any HostedService {
-        InstrumentedService(inner: service, injector: self)
+        ReadinessDelaying(inner: service) { [name = service.name] in self.takeSlowStart(of: name) }
     }
 
     /// The readiness delay the next instance of `service` must have, once (`slow-start`).
@@ -137,15 +137,17 @@ final class FaultInjector: Sendable {
     }
 }
 
-/// A hosted service as the host runs it when faults may be injected.
-private struct InstrumentedService: HostedService {
+/// Fault injection (`slow-start`): a hosted service whose instance's ready report goes out late when
+/// `delay` says so (asked once per instance, before it runs). In the host, the delay comes from the
+/// injector; in a worker, from its start message.
+struct ReadinessDelaying: HostedService {
     let inner: any HostedService
-    let injector: FaultInjector
+    let delay: @Sendable () -> Duration?
 
     var name: String { inner.name }
 
     func run(_ context: InstanceContext) async throws {
-        if let delay = injector.takeSlowStart(of: name) { context.delayReadiness(by: delay) }
+        if let delay = delay() { context.delayReadiness(by: delay) }
         try await inner.run(context)
     }
 }

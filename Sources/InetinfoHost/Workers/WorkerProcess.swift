@@ -53,7 +53,7 @@ enum WorkerProcess {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let worker = Worker(logger: logger)
         do {
-            let channel = try await ClientBootstrap(group: group)
+            _ = try await ClientBootstrap(group: group)
                 .channelInitializer { channel in
                     // Known before any message can arrive: the start message may be waiting already, and
                     // the instance's first report must find the channel.
@@ -65,7 +65,6 @@ enum WorkerProcess {
                 }
                 .withConnectedSocket(WorkerDescriptors.control)
                 .get()
-            _ = channel
         } catch {
             logger.critical("worker cannot use its control channel", metadata: ["error": "\(error)"])
             return 1
@@ -198,7 +197,7 @@ private final class Worker: Sendable {
         case .success(let built): (hosted, sockets) = built
         case .failure(let failure): return fail(failure.reason, logger: instanceLogger)
         }
-        let service: any HostedService = readinessDelay.map { DelayedReadiness(inner: hosted, delay: $0) } ?? hosted
+        let service = ReadinessDelaying(inner: hosted) { readinessDelay }
         let spec = InstanceSpec(service: prepared.configuration.service, number: number, sockets: sockets, logger: instanceLogger)
         let instance = InProcessRunner(service: service).launch(spec) { event in
             switch event {
@@ -242,16 +241,4 @@ private final class Worker: Sendable {
 private struct WorkerFailure: Error {
     var reason: String
     init(_ reason: String) { self.reason = reason }
-}
-
-/// Fault injection (`slow-start`) in a worker: the instance's ready report goes out late.
-private struct DelayedReadiness: HostedService {
-    let inner: any HostedService
-    let delay: Duration
-    var name: String { inner.name }
-
-    func run(_ context: InstanceContext) async throws {
-        context.delayReadiness(by: delay)
-        try await inner.run(context)
-    }
 }

@@ -30,8 +30,8 @@ final class WorkerRunner: InstanceRunner {
     private let configuration: @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration
     /// Fault injection (`slow-start`): how late the next instance's ready report must come, once.
     private let readinessDelay: @Sendable () -> Duration?
-    // Guards the idle spare and whether the runner was shut down, touched by the supervisor and by
-    // spares' reapers.
+    // Guards the idle spare and whether the runner was shut down, touched by the supervisor and by the
+    // workers' channel loop (a ready report starts the next spare).
     private let state = NIOLockedValueBox<(spare: WorkerInstance?, closed: Bool)>((nil, false))
 
     init(executable: String, service: String, spares: Int, group: any EventLoopGroup, logger: Logger, logLevel: String,
