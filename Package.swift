@@ -152,6 +152,11 @@ let package = Package(
             path: "Fuzz/worker-message-fuzzer"
         ),
         .executableTarget(
+            name: "flight-recording-fuzzer",
+            dependencies: ["Supervision", "HostControl"],
+            path: "Fuzz/flight-recording-fuzzer"
+        ),
+        .executableTarget(
             name: "configuration-fuzzer",
             dependencies: ["InetinfoHost"],
             path: "Fuzz/configuration-fuzzer"

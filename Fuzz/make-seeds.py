@@ -143,3 +143,26 @@ config_seeds = {
 }
 for name, data in config_seeds.items():
     write("configuration", name, data)
+
+# --- flight-recording: a flight recorder's file (Sources/Supervision/FlightRecorder.swift's layout),
+# two slots; the fuzzer parses it as the host does after a crash.
+def flight(slots, service=b"smtp", slot_count=2):
+    header = struct.pack("<QIIIiiiqq", 0x3130_5244_4C46_4E49, 1, slot_count, 128 + 4096, 4242, 4200, 0, 3, 1764730000000)
+    header = header[:48] + bytes([len(service)]) + service
+    out = header.ljust(128, b"\0")
+    for state, processing, data, total, peer in slots:
+        ring = bytearray(4096)
+        start = (total - len(data)) % 4096
+        for i, b in enumerate(data):
+            ring[(start + i) % 4096] = b
+        meta = struct.pack("<IIQQqq", state, processing, total, 100, 1764730000000, 1764730001000)
+        meta += bytes([len(peer)]) + peer
+        out += meta.ljust(128, b"\0") + bytes(ring)
+    return out
+
+probe = b"HELO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<bob@localhost>\r\nBDAT 4\r\nb00mAUTH LOGIN\r\n"
+write("flight-recording", "ms02-012-suspect", flight([(1, 1, probe, len(probe), b"127.0.0.2:40000"), (1, 0, b"GET / HTTP/1.1\r\n", 16, b"[::1]:8080")]))
+wrapped = bytes((i * 7) % 256 for i in range(5000))
+write("flight-recording", "wrapped-ring", flight([(1, 0, wrapped[-4096:], 5000, b"127.0.0.3:1"), (0, 0, b"", 0, b"")]))
+write("flight-recording", "truncated", flight([(1, 1, probe, len(probe), b"127.0.0.2:40000")], slot_count=9)[:3000])
+write("flight-recording", "bad-counts", flight([(1, 1, b"x", 2**64 - 1, b"\xff" * 79), (7, 9, b"", 3, b"")]))

@@ -20,7 +20,7 @@ scripts/systemd/integration-test.sh
 # first (one build at a time), then run one after another. SMTP gets FUZZ_SECONDS, the others
 # FUZZ_SECONDS_OTHER each.
 fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer
-              worker-message-fuzzer)
+              worker-message-fuzzer flight-recording-fuzzer)
 for target in "${fuzz_targets[@]}"; do
     scripts/fuzz.sh --build "$target"
 done

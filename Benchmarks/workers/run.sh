@@ -27,7 +27,10 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 BIN=$PWD/.build-bench/release/inetinfo
 TMP=$(mktemp -d /tmp/inetinfo-workers-bench.XXXXXX)
-HOST_PID=
+source Benchmarks/host.sh
+# Crashes on demand, restarts at once, none refused; no backtracer (it keeps a crashed worker for seconds).
+FAULTS=(--enable-fault-injection --set supervisor.backoff-initial=0 --set supervisor.backoff-max=0
+        --set supervisor.max-restarts=100000 --set crashes.backtrace=false)
 cleanup() {
     [[ -n $HOST_PID ]] && kill "$HOST_PID" 2>/dev/null && wait "$HOST_PID" 2>/dev/null || true
     rm -rf "$TMP"
@@ -36,45 +39,6 @@ trap cleanup EXIT
 mkdir -p "$TMP/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$TMP/www/1k.txt"
 
-# start_host NAME ISOLATION [--set KEY=VALUE …]: starts a host on free ports; sets HOST_PID, HTTP_PORT, SMTP_PORT.
-start_host() {
-    local name=$1 isolation=$2
-    shift 2
-    rm -rf "$TMP/$name"
-    mkdir -p "$TMP/$name"
-    "$BIN" --isolation "$isolation" --enable-fault-injection --state-dir "$TMP/$name/state" \
-        --control-socket "$TMP/$name/ctl.sock" --web-root "$TMP/www" --smtp-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-        --set http.access-log=off --set supervisor.backoff-initial=0 --set supervisor.backoff-max=0 \
-        --set supervisor.max-restarts=100000 --set smtp.max-sessions-per-client=1000 "$@" \
-        >"$TMP/$name/log" 2>&1 &
-    HOST_PID=$!
-    for _ in $(seq 200); do
-        if python3 - "$TMP/$name/ctl.sock" >"$TMP/$name/ports" 2>/dev/null <<'PY'
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b'{"command":"status"}\n')
-data = b""
-while not data.endswith(b"\n"):
-    data += s.recv(65536)
-services = {x["name"]: x for x in json.loads(data)["status"]["services"]}
-assert all(x["state"] == "running" for x in services.values())
-print(services["http"]["listen"][0].rsplit(":", 1)[1], services["smtp"]["listen"][0].rsplit(":", 1)[1])
-PY
-        then
-            read -r HTTP_PORT SMTP_PORT <"$TMP/$name/ports"
-            return
-        fi
-        sleep 0.05
-    done
-    echo "host $name did not start; log:" >&2
-    cat "$TMP/$name/log" >&2
-    exit 1
-}
-
-stop_host() {
-    kill "$HOST_PID"
-    wait "$HOST_PID" || true
-    HOST_PID=
-}
 
 # Resident memory of a process and its children, in MiB.
 rss_tree() {
@@ -91,9 +55,9 @@ echo "| mode | p50 | p99 | max | refused | retried (accepted by the dying instan
 echo "| --- | --- | --- | --- | --- | --- |"
 for mode in in-process process-spare process-no-spare; do
     case $mode in
-        in-process) start_host "$mode" isolated; how=throw ;;
-        process-spare) start_host "$mode" process --set supervisor.spare-workers=1; how=kill ;;
-        process-no-spare) start_host "$mode" process --set supervisor.spare-workers=0; how=kill ;;
+        in-process) start_host "$mode" isolated "${FAULTS[@]}"; how=throw ;;
+        process-spare) start_host "$mode" process "${FAULTS[@]}" --set supervisor.spare-workers=1; how=kill ;;
+        process-no-spare) start_host "$mode" process "${FAULTS[@]}" --set supervisor.spare-workers=0; how=kill ;;
     esac
     python3 Benchmarks/workers/restart.py --socket "$TMP/$mode/ctl.sock" --port "$HTTP_PORT" --path /1k.txt --crashes "$CRASHES" --how "$how" \
         --markdown "$mode"

@@ -3,6 +3,7 @@
 #ifndef INETINFO_PROCESS_CONTROL_SHIM_H
 #define INETINFO_PROCESS_CONTROL_SHIM_H
 
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -27,6 +28,11 @@ static inline int inetinfo_pidfd_open(pid_t pid) {
 
 static inline int inetinfo_pidfd_send_signal(int pidfd, int signal) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+}
+
+/// A pipe whose both ends are close-on-exec (pipe2 is hidden from Swift without _GNU_SOURCE).
+static inline int inetinfo_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
 }
 
 #endif

@@ -27,13 +27,21 @@ public struct HTTPService: HostedService {
         let accessLog = try AccessLogSink(settings.accessLog, logger: context.logger)
         defer { accessLog.close() }
         let files = FileCache(capacity: settings.fileCacheSize)
-        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds))) { channel in
+        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds)),
+                                     refusal: Self.quarantineRefusal) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try Self.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
                                      files: files, accessLog: accessLog.enabled)
             }
         }
     }
+
+    /// What a peer in the host's quarantine gets instead of an answer: its request is never read.
+    static let quarantineRefusal: String = {
+        let body = "Forbidden: this address is quarantined after its input crashed a service.\n"
+        return "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+    }()
 
     /// The handlers of one connection, in order; the fuzzer installs the very same ones on an
     /// `EmbeddedChannel`.

@@ -4,6 +4,10 @@ import Supervision
 /// The commands of the control socket; `inetinfoctl` has one subcommand per case.
 public enum ControlCommand: String, Codable, Sendable {
     case status, start, stop, restart, crash, events, reload
+    /// The crash records: all of them (summaries), or the one named by `id` in full.
+    case crashes
+    /// The quarantine: `action` `list` (the default) or `release` (of `address`).
+    case quarantine
 }
 
 /// One request: a JSON object on one line.
@@ -15,12 +19,22 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var mode: String?
     /// For `events`: keep the connection open and send events as they happen.
     public var follow: Bool?
+    /// For `crashes`: the record to show.
+    public var id: String?
+    /// For `quarantine`: `list` or `release`.
+    public var action: String?
+    /// For `quarantine release`: the address to release.
+    public var address: String?
 
-    public init(command: ControlCommand, service: String? = nil, mode: String? = nil, follow: Bool? = nil) {
+    public init(command: ControlCommand, service: String? = nil, mode: String? = nil, follow: Bool? = nil, id: String? = nil,
+                action: String? = nil, address: String? = nil) {
         self.command = command
         self.service = service
         self.mode = mode
         self.follow = follow
+        self.id = id
+        self.action = action
+        self.address = address
     }
 }
 
@@ -33,13 +47,23 @@ public struct ControlReply: Codable, Sendable, Equatable {
     public var message: String?
     public var status: HostStatus?
     public var event: EventRecord?
+    /// `crashes`: every record's summary, oldest first.
+    public var crashes: [CrashSummary]?
+    /// `crashes` with an id: that record.
+    public var crash: CrashRecord?
+    /// `quarantine list`.
+    public var quarantine: [QuarantineEntry]?
 
-    public init(ok: Bool, error: String? = nil, message: String? = nil, status: HostStatus? = nil, event: EventRecord? = nil) {
+    public init(ok: Bool, error: String? = nil, message: String? = nil, status: HostStatus? = nil, event: EventRecord? = nil,
+                crashes: [CrashSummary]? = nil, crash: CrashRecord? = nil, quarantine: [QuarantineEntry]? = nil) {
         self.ok = ok
         self.error = error
         self.message = message
         self.status = status
         self.event = event
+        self.crashes = crashes
+        self.crash = crash
+        self.quarantine = quarantine
     }
 
     public static func failure(_ error: String) -> ControlReply { ControlReply(ok: false, error: error) }
@@ -50,10 +74,20 @@ public struct ControlReply: Codable, Sendable, Equatable {
 public struct HostStatus: Codable, Sendable, Equatable {
     public var host: HostInfo
     public var services: [ServiceStatus]
+    /// The addresses refused at connect, oldest first.
+    public var quarantine: [QuarantineEntry]
 
-    public init(host: HostInfo, services: [ServiceStatus]) {
+    public init(host: HostInfo, services: [ServiceStatus], quarantine: [QuarantineEntry] = []) {
         self.host = host
         self.services = services
+        self.quarantine = quarantine
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        host = try container.decode(HostInfo.self, forKey: .host)
+        services = try container.decode([ServiceStatus].self, forKey: .services)
+        quarantine = try container.decodeIfPresent([QuarantineEntry].self, forKey: .quarantine) ?? []
     }
 
     /// Whether every enabled service runs (`status` exits 0 then, 3 otherwise).

@@ -5,8 +5,13 @@ public enum ControlSocketPath {
 
     /// `$RUNTIME_DIRECTORY/inetinfo.sock` under systemd (its first entry), else `<state-dir>/run/inetinfo.sock`.
     public static func `default`(environment: [String: String], stateDirectory: String = defaultStateDirectory) -> String {
-        if let runtime = firstEntry(environment["RUNTIME_DIRECTORY"]) { return "\(runtime)/inetinfo.sock" }
-        return "\(stateDirectory)/run/inetinfo.sock"
+        "\(runtimeDirectory(environment: environment, stateDirectory: stateDirectory))/inetinfo.sock"
+    }
+
+    /// The host's runtime files (control socket, flight recorders): `$RUNTIME_DIRECTORY` (its first entry)
+    /// under systemd, else `<state-dir>/run`.
+    public static func runtimeDirectory(environment: [String: String], stateDirectory: String = defaultStateDirectory) -> String {
+        firstEntry(environment["RUNTIME_DIRECTORY"]) ?? "\(stateDirectory)/run"
     }
 
     /// systemd passes several directories separated by colons when a unit names several.

@@ -36,6 +36,10 @@ public struct StatusPresenter: Sendable {
         for (row, service) in zip(rows, status.services) {
             lines.append(format(row, stateColour: Self.colourCode(service.enabled ? service.state : nil)))
         }
+        for entry in status.quarantine {
+            lines.append("  quarantined: \(paint(entry.address, "31")) until \(ControlJSON.formatDate(entry.until))"
+                + " (crashes \(entry.crashes.joined(separator: ", ")))")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

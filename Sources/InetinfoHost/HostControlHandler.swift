@@ -10,6 +10,8 @@ struct HostControlHandler: ControlHandler {
     let isolation: IsolationMode
     /// `nil` when fault injection is disabled.
     let faults: FaultInjector?
+    let crashes: CrashStore
+    let quarantine: QuarantineBook
     let watchdogUsec: UInt64?
     let started: ContinuousClock.Instant
     let logger: Logger
@@ -34,6 +36,21 @@ struct HostControlHandler: ControlHandler {
                 return .done(try await reloader.reload())
             case .events:
                 return .failure("events are streamed; this reply should not happen")
+            case .crashes:
+                guard let id = request.id else { return ControlReply(ok: true, crashes: crashes.summaries()) }
+                guard let record = crashes.load(id: id) else { throw HandlerError("no crash record '\(id)' (list them with: inetinfoctl crashes)") }
+                return ControlReply(ok: true, crash: record)
+            case .quarantine:
+                switch request.action ?? "list" {
+                case "list":
+                    return ControlReply(ok: true, quarantine: quarantine.entries())
+                case "release":
+                    guard let address = request.address, !address.isEmpty else { throw HandlerError("release needs an address") }
+                    guard quarantine.release(address) else { throw HandlerError("\(address) is not quarantined") }
+                    return .done("\(address) released from quarantine")
+                case let action:
+                    throw HandlerError("unknown quarantine action '\(action)' (use list or release)")
+                }
             }
         } catch {
             return .failure("\(error)")
@@ -72,7 +89,7 @@ struct HostControlHandler: ControlHandler {
             faultInjection: faults != nil,
             degraded: SupervisorHealth.isDegraded(all, supervisorProblem: problem),
             supervisorProblem: problem)
-        return HostStatus(host: host, services: services.map(Self.status))
+        return HostStatus(host: host, services: services.map(Self.status), quarantine: quarantine.entries())
     }
 
     private func crash(service: String, mode: String) async throws -> ControlReply {

@@ -9,17 +9,20 @@ actor HostReloader {
     private let options: HostOptions
     private var configuration: HostConfiguration
     private let supervisor: Supervisor
+    private let quarantine: QuarantineBook
     private let notifier: SystemdNotifier
     private let logger: Logger
     private let environment: [String: String]
     /// Services that have sockets (enabled at start); only these can be enabled by a reload.
     private let startable: Set<String>
 
-    init(options: HostOptions, configuration: HostConfiguration, supervisor: Supervisor, notifier: SystemdNotifier,
+    init(options: HostOptions, configuration: HostConfiguration, supervisor: Supervisor, quarantine: QuarantineBook,
+         notifier: SystemdNotifier,
          environment: [String: String], startable: Set<String>, logger: Logger) {
         self.options = options
         self.configuration = configuration
         self.supervisor = supervisor
+        self.quarantine = quarantine
         self.notifier = notifier
         self.environment = environment
         self.startable = startable
@@ -51,6 +54,7 @@ actor HostReloader {
         if new.stateDirectory != configuration.stateDirectory { notes.append("host.state-dir changes on restart") }
         await supervisor.apply(settings: new.services.mapValues(\.supervision), enabled: enabled)
         await supervisor.setMaxAbandoned(new.maxAbandoned)
+        quarantine.update(settings: new.quarantine)
         configuration = new
         let summary = notes.isEmpty ? "configuration reloaded" : "configuration reloaded; " + notes.joined(separator: "; ")
         logger.notice("configuration reloaded", metadata: ["notes": "\(notes)"])

@@ -58,12 +58,24 @@ public enum InetinfoHost {
         let catalog = ServiceCatalog.entries
 
         let faults = FaultInjector(logger: logger)
+        let events = EventLog()
+        let quarantine = QuarantineBook(settings: configuration.quarantine, logger: logger)
+        let flightRecorders = FlightRecorderDirectory(path: configuration.runtimeDirectory + "/flight")
+        let crashes = CrashRecorder(store: CrashStore(directory: configuration.stateDirectory + "/crashes",
+                                                      keep: configuration.crashesKeep, maxBytes: configuration.crashesMaxBytes),
+                                    flightRecorders: flightRecorders, quarantine: quarantine, events: events,
+                                    startedAt: startTime, logger: logger)
+        // In-process instances consult this one; each worker runner keeps its workers' copies up to date.
+        let refused = PeerQuarantine()
+        quarantine.subscribe { refused.replace(with: $0) }
         let sockets: [String: [ListeningSocket]]
         let supervisor: Supervisor
         let control: ControlServer
         let watchdogUsec: UInt64?
         do {
             watchdogUsec = try Watchdog.intervalMicroseconds()
+            try flightRecorders.create()
+            crashes.recordLeftovers()
             sockets = try HostSockets.open(configuration: configuration, catalog: catalog, logger: logger)
             let hostName = ProcessInfo.processInfo.hostName
             let overview = catalog.map { entry in
@@ -77,21 +89,27 @@ public enum InetinfoHost {
                                              inWorkerProcess: configuration.isolation == .process)
                 let runner: any InstanceRunner
                 if configuration.isolation == .process {
-                    runner = WorkerRunner(
+                    let workerRunner = WorkerRunner(
                         executable: options.workerExecutable, service: entry.name, spares: configuration.spareWorkers,
                         group: workers, logger: logger, logLevel: configuration.logLevel,
+                        backtrace: configuration.crashBacktraces,
                         configuration: { sockets in
                             WorkerConfiguration(service: entry.name, options: service.options,
                                                 stateDirectory: configuration.stateDirectory, threads: service.threads,
                                                 hostName: hostName,
                                                 services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
-                                                sockets: sockets.map { .init(name: $0.name, address: $0.address) })
+                                                sockets: sockets.map { .init(name: $0.name, address: $0.address) },
+                                                flightRecorderDirectory: configuration.flightRecorder ? flightRecorders.path : nil)
                         },
                         readinessDelay: { faults.takeSlowStart(of: entry.name) })
+                    quarantine.subscribe { [weak workerRunner] in workerRunner?.updateQuarantine($0) }
+                    runner = workerRunner
                 } else {
                     var hosted = try entry.make(context)
                     if configuration.faultInjection { hosted = faults.instrument(hosted) }
-                    runner = InProcessRunner(service: hosted)
+                    runner = InProcessRunner(service: hosted, forensics: InstanceForensics(
+                        flightRecorders: configuration.flightRecorder ? flightRecorders : nil, hostPid: getpid(),
+                        quarantine: refused))
                 }
                 return ServiceRegistration(name: entry.name, runner: runner, settings: service.supervision,
                                            sockets: sockets[entry.name] ?? [], enabled: service.enabled)
@@ -101,7 +119,7 @@ public enum InetinfoHost {
                                     maxAbandoned: configuration.maxAbandoned,
                                     maxTickAge: SupervisorHealth.maxTickAge(watchdogMicroseconds: watchdogUsec),
                                     eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next(),
-                                    logger: logger)
+                                    events: events, observer: crashes, logger: logger)
             control = try await ControlServer.bind(path: configuration.controlSocket,
                                                    group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
         } catch {
@@ -115,17 +133,19 @@ public enum InetinfoHost {
             "listen": "\(sockets.mapValues { $0.map(\.address) })",
         ])
 
-        let reloader = HostReloader(options: options, configuration: configuration, supervisor: supervisor,
+        let reloader = HostReloader(options: options, configuration: configuration, supervisor: supervisor, quarantine: quarantine,
                                     notifier: notifier, environment: environment,
                                     startable: Set(sockets.keys), logger: logger)
         let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
-                                         faults: configuration.faultInjection ? faults : nil, watchdogUsec: watchdogUsec,
+                                         faults: configuration.faultInjection ? faults : nil, crashes: crashes.store,
+                                         quarantine: quarantine, watchdogUsec: watchdogUsec,
                                          started: startTime, logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,
                   failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: ControlService(server: control, handler: handler)),
             .init(service: StatusReporter(supervisor: supervisor, notifier: notifier, logger: logger)),
+            .init(service: quarantine),
         ]
         if handlesSignals {
             services.append(.init(service: ReloadSignalListener(reloader: reloader, logger: logger)))

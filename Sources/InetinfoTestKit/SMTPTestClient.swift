@@ -5,9 +5,9 @@ public final class SMTPTestClient {
     public let fd: Int32
     private var buffer: [UInt8] = []
 
-    /// Connects and reads nothing yet (call ``reply()`` for the greeting).
-    public init(port: Int, timeoutSeconds: Int = 10) throws {
-        fd = try TCPTestSocket.connect(port: port, timeoutSeconds: timeoutSeconds)
+    /// Connects (from `source` if given) and reads nothing yet (call ``reply()`` for the greeting).
+    public init(port: Int, source: String? = nil, timeoutSeconds: Int = 10) throws {
+        fd = try TCPTestSocket.connect(port: port, source: source, timeoutSeconds: timeoutSeconds)
     }
 
     deinit { close(fd) }

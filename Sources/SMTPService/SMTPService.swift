@@ -59,7 +59,10 @@ public struct SMTPService: HostedService {
                 context.fail(InstanceFailure(reason))
             })
         let idle = TimeAmount.seconds(Int64(settings.idleTimeoutSeconds))
-        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds))) { channel in
+        // RFC 5321 §3.1: a server that refuses a client answers the connection with 554 and closes it.
+        let refusal = "554 5.7.1 \(settings.hostName) Access denied: this address is quarantined after its input crashed a service\r\n"
+        try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds)),
+                                     refusal: refusal) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                 try channel.pipeline.syncOperations.addHandler(SMTPHandler(environment: environment))

@@ -8,14 +8,19 @@ import NIOCore
 /// trap or a crash: those end the whole process.
 public struct InProcessRunner: InstanceRunner {
     public let service: any HostedService
+    public let forensics: InstanceForensics?
 
-    public init(service: any HostedService) {
+    public init(service: any HostedService, forensics: InstanceForensics? = nil) {
         self.service = service
+        self.forensics = forensics
     }
 
     public func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
         let context = InstanceContext(service: spec.service, number: spec.number, sockets: spec.sockets,
-                                      logger: spec.logger, events: events)
+                                      logger: spec.logger,
+                                      flightRecorder: forensics?.makeRecorder(service: spec.service, instance: spec.number,
+                                                                              logger: spec.logger),
+                                      quarantine: forensics?.quarantine, events: events)
         let service = self.service
         let task = Task.detached { () -> InstanceEnd in
             do {

@@ -21,6 +21,10 @@ public final class InstanceContext: Sendable {
     /// The host-owned listening sockets; adopt ``ListeningSocket/duplicateForInstance()`` copies.
     public let sockets: [ListeningSocket]
     public let logger: Logger
+    /// Where the instance records what its connections send (``FlightRecorder``); `nil` records nothing.
+    public let flightRecorder: FlightRecorder?
+    /// The peers the instance refuses at connect; `nil` refuses none.
+    public let quarantine: PeerQuarantine?
 
     private struct State {
         var readyReported = false
@@ -41,11 +45,14 @@ public final class InstanceContext: Sendable {
 
     /// - Parameter events: where the instance's ready and failure reports go (its runner).
     public init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
+                flightRecorder: FlightRecorder? = nil, quarantine: PeerQuarantine? = nil,
                 events: @escaping @Sendable (InstanceEvent) -> Void) {
         self.service = service
         self.number = number
         self.sockets = sockets
         self.logger = logger
+        self.flightRecorder = flightRecorder
+        self.quarantine = quarantine
         self.events = events
     }
 
@@ -106,6 +113,8 @@ public final class InstanceContext: Sendable {
             return state.waiters
         }
         guard let waiters else { return }
+        // The connections open now are the crash record's: keep them while the instance closes them.
+        flightRecorder?.freeze()
         events(.failed(reason: failure.reason))
         waiters.forEach { $0.resume(throwing: failure) }
     }

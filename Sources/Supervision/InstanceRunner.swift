@@ -58,4 +58,11 @@ public protocol InstanceHandle: Sendable {
     var forcedStopIsCertain: Bool { get }
     /// Returns once the instance has ended.
     func ended() async -> InstanceEnd
+    /// What the instance's process wrote about its own crash (the Swift runtime's crash report), once it
+    /// has ended; `nil` when it wrote none or runs in this process.
+    var crashReport: String? { get }
+}
+
+extension InstanceHandle {
+    public var crashReport: String? { nil }
 }

@@ -10,13 +10,15 @@ import NIOPosix
 /// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
 /// for them; a forced stop closes every connection at once.
 ///
-/// Every connection gets a ``SendTimeoutHandler`` first when `sendTimeout` is set: a peer that stops
-/// reading is cut off the same way in every service.
+/// Every connection gets a ``FlightRecorderHandler`` first when the instance has a flight recorder, then
+/// a ``SendTimeoutHandler`` when `sendTimeout` is set: a peer that stops reading is cut off the same way
+/// in every service. A peer in the instance's quarantine gets `refusal` and is closed, its input unread.
 public enum ServerInstance {
     public static func run(
         _ context: InstanceContext,
         threads: Int = 1,
         sendTimeout: TimeAmount? = nil,
+        refusal: String? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
@@ -36,12 +38,19 @@ public enum ServerInstance {
                     .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
                     .childChannelInitializer { channel in
                         connections.insert(channel)
-                        if let sendTimeout {
-                            do {
-                                try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: sendTimeout))
-                            } catch {
-                                return channel.eventLoop.makeFailedFuture(error)
+                        if let quarantine = context.quarantine, let peer = channel.remoteAddress?.ipAddress,
+                           quarantine.refuses(peer) {
+                            return QuarantineRefusal.refuse(channel, with: refusal ?? "")
+                        }
+                        do {
+                            if let recorder = context.flightRecorder {
+                                try channel.pipeline.syncOperations.addHandler(FlightRecorderHandler(recorder: recorder))
                             }
+                            if let sendTimeout {
+                                try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: sendTimeout))
+                            }
+                        } catch {
+                            return channel.eventLoop.makeFailedFuture(error)
                         }
                         return childChannelInitializer(channel)
                     }

@@ -12,7 +12,7 @@ import ServiceLifecycle
 /// pool nor a hung service instance can stop it from noticing failures; ``health`` tells the systemd
 /// watchdog pinger (and `status`) whether this loop still runs.
 public actor Supervisor: Service {
-    public nonisolated let events = EventLog()
+    public nonisolated let events: EventLog
     public nonisolated let health: SupervisorHealth
     public nonisolated let isolation: IsolationMode
     /// The supervisor's own loop. Nothing but the supervisor may block it (the host's `crash host --mode
@@ -46,6 +46,7 @@ public actor Supervisor: Service {
     }
 
     private let logger: Logger
+    private let observer: (any InstanceObserver)?
     private let startedAt = ContinuousClock.now
     private let records: [String: Record]
     private let order: [String]
@@ -61,10 +62,15 @@ public actor Supervisor: Service {
     ///   - maxTickAge: how late the supervisor's tick may be before ``health`` reports a problem
     ///     (``SupervisorHealth/maxTickAge(watchdogMicroseconds:)``).
     ///   - eventLoop: the loop the supervisor runs on; give it one that no service uses.
+    ///   - events: where state changes are recorded.
+    ///   - observer: learns of every failed and every ended instance (the host's crash records).
     public init(services: [ServiceRegistration], isolation: IsolationMode, maxAbandoned: Int = 3,
                 maxTickAge: TimeAmount = SupervisorHealth.maxTickAge(watchdogMicroseconds: nil),
-                eventLoop: any EventLoop, logger: Logger) {
+                eventLoop: any EventLoop, events: EventLog = EventLog(), observer: (any InstanceObserver)? = nil,
+                logger: Logger) {
         self.eventLoop = eventLoop
+        self.events = events
+        self.observer = observer
         self.isolation = isolation
         self.logger = logger
         self.health = SupervisorHealth(maxAbandoned: maxAbandoned, maxTickAge: maxTickAge)
@@ -200,6 +206,7 @@ public actor Supervisor: Service {
         if let current = record.current, record.machine.currentInstance?.number != current.number {
             record.current = nil
         }
+        if case .ended(let number, _) = input { observer?.instanceEnded(service: name, instance: number) }
         if record.machine.state != .stopping, !record.stopWaiters.isEmpty {
             let waiters = record.stopWaiters
             record.stopWaiters = []
@@ -273,6 +280,8 @@ public actor Supervisor: Service {
             events.append(event)
         case .instanceFailed(let number, let reason):
             logger.error("service failed", metadata: ["service": "\(name)", "instance": "\(number)", "reason": "\(reason)"])
+            let handle = record.current.flatMap { $0.number == number ? $0.handle : nil }
+            observer?.instanceFailed(InstanceFailureReport(service: name, instance: number, reason: reason, handle: handle))
         case .escalate(let reason):
             logger.critical("restart intensity exceeded; escalating", metadata: ["service": "\(name)", "reason": "\(reason)"])
             finish(.failure(.escalated(service: name, reason: reason)))

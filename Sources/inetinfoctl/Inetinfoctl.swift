@@ -8,10 +8,11 @@ struct Inetinfoctl: ParsableCommand {
         commandName: "inetinfoctl",
         abstract: "Inspect and steer a running inetinfo host.",
         discussion: "Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error.",
-        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self])
+        subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self, Crashes.self,
+                      Quarantine.self])
 
     /// `inetinfoctl [--socket PATH] COMMAND …`: the socket may come before the command, as in the
-    /// documented interface, so it is moved behind the command name before parsing.
+    /// documented interface, so it is moved behind the command and its subcommands before parsing.
     static func main() {
         var arguments = Array(CommandLine.arguments.dropFirst())
         var leading: [String] = []
@@ -19,11 +20,7 @@ struct Inetinfoctl: ParsableCommand {
             leading.append(arguments.removeFirst())
             if first == "--socket", !arguments.isEmpty { leading.append(arguments.removeFirst()) }
         }
-        if !leading.isEmpty, !arguments.isEmpty {
-            arguments.insert(contentsOf: leading, at: 1)
-        } else {
-            arguments = leading + arguments
-        }
+        arguments += leading
         main(arguments)
     }
 }
@@ -44,14 +41,7 @@ struct SocketOption: ParsableArguments {
 
 /// Sends a request whose reply is a message; prints it, or the error, and sets the exit status.
 func perform(_ request: ControlRequest, socket: SocketOption) throws {
-    let reply: ControlReply
-    do {
-        reply = try socket.client().send(request)
-    } catch {
-        fail("\(error)")
-    }
-    guard reply.ok else { fail(reply.error ?? "the host refused the request") }
-    if let message = reply.message { print(message) }
+    if let message = ask(request, socket: socket).message { print(message) }
 }
 
 func fail(_ message: String) -> Never {
@@ -148,4 +138,116 @@ struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Re-read the configuration file and apply it.")
     @OptionGroup var socket: SocketOption
     func run() throws { try perform(ControlRequest(command: .reload), socket: socket) }
+}
+
+/// Sends a request and returns the reply, or exits with the error.
+func ask(_ request: ControlRequest, socket: SocketOption) -> ControlReply {
+    let reply: ControlReply
+    do {
+        reply = try socket.client().send(request)
+    } catch {
+        fail("\(error)")
+    }
+    guard reply.ok else { fail(reply.error ?? "the host refused the request") }
+    return reply
+}
+
+func printJSON(_ value: some Encodable) throws {
+    print(String(decoding: try ControlJSON.encoder().encode(value), as: UTF8.self))
+}
+
+struct Crashes: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The crash records: what died, how, and the input that was being processed (docs/control.md).",
+        subcommands: [List.self, Show.self, Export.self], defaultSubcommand: List.self)
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the crash records, oldest first.")
+        @OptionGroup var socket: SocketOption
+        @Flag(help: "One JSON object per line, newest last.") var json = false
+
+        func run() throws {
+            let crashes = ask(ControlRequest(command: .crashes), socket: socket).crashes ?? []
+            if json {
+                for crash in crashes { try printJSON(crash) }
+            } else {
+                print(CrashPresenter.list(crashes), terminator: "")
+            }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one crash record: what died, how, the suspect and its last input.")
+        @OptionGroup var socket: SocketOption
+        @Argument var id: String
+        @Flag(help: "The record as one JSON object (inputs in base64).") var json = false
+
+        func run() throws {
+            guard let record = ask(ControlRequest(command: .crashes, id: id), socket: socket).crash else { fail("the host sent no record") }
+            if json {
+                try printJSON(record)
+            } else {
+                print(CrashPresenter.show(record), terminator: "")
+            }
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the raw input of a crashed connection (the suspect's by default): a replayable test case.",
+            discussion: "Replay it with scripts/replay-input.sh FILE HOST:PORT, or InetinfoTestKit's TestHost.replay(_:to:).")
+        @OptionGroup var socket: SocketOption
+        @Argument var id: String
+        @Option(help: "The connection's index in `crashes show` (default: the suspect).") var connection: Int?
+        @Option(name: [.customShort("o"), .long], help: "Write here instead of standard output.") var output: String?
+
+        func run() throws {
+            guard let record = ask(ControlRequest(command: .crashes, id: id), socket: socket).crash else { fail("the host sent no record") }
+            let chosen: CrashRecord.Connection
+            if let connection {
+                guard record.connections.indices.contains(connection) else {
+                    fail("crash \(id) has \(record.connections.count) connections (0...\(max(0, record.connections.count - 1)))")
+                }
+                chosen = record.connections[connection]
+            } else {
+                guard let suspect = record.suspect else {
+                    fail("crash \(id) has no suspect (no input was being processed); choose one with --connection")
+                }
+                chosen = suspect
+            }
+            if let output {
+                guard FileManager.default.createFile(atPath: output, contents: chosen.lastInput) else { fail("cannot write \(output)") }
+            } else {
+                FileHandle.standardOutput.write(chosen.lastInput)
+            }
+        }
+    }
+}
+
+struct Quarantine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Addresses refused at connect because their input kept crashing a service.",
+        subcommands: [List.self, Release.self], defaultSubcommand: List.self)
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the quarantined addresses.")
+        @OptionGroup var socket: SocketOption
+        @Flag(help: "One JSON object per line.") var json = false
+
+        func run() throws {
+            let entries = ask(ControlRequest(command: .quarantine, action: "list"), socket: socket).quarantine ?? []
+            if json {
+                for entry in entries { try printJSON(entry) }
+            } else {
+                print(CrashPresenter.quarantine(entries), terminator: "")
+            }
+        }
+    }
+
+    struct Release: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End an address's quarantine now.")
+        @OptionGroup var socket: SocketOption
+        @Argument var address: String
+        func run() throws { try perform(ControlRequest(command: .quarantine, action: "release", address: address), socket: socket) }
+    }
 }

@@ -60,6 +60,9 @@ struct ChaosSetup {
             "supervisor.max-restarts": "100000", "supervisor.backoff-initial": "5", "supervisor.backoff-max": "50",
             "smtp.liveness-interval": "25", "smtp.liveness-timeout": "150", "smtp.startup-timeout": "400",
             "http.access-log": "off",
+            // Hundreds of crashes back to back: the backtracer's seconds per crash are not what this measures
+            // (WorkerProcessTests and CrashForensicsTests run with it, the default).
+            "crashes.backtrace": "false",
         ])
         configuration.mode = .childProcess()
         self.configuration = configuration

@@ -410,6 +410,19 @@ sys.exit(0 if exited is not None and exited - timeout < 1500000 else 1)')
         fail "process isolation: the host did not come up: $(prop inetinfo.service StatusText)"
         journal -u inetinfo.service -n 30 | indent
     fi
+    # Crash records: the worker's segfault, and what the host trapped earlier left in /run/inetinfo/flight
+    # (kept across systemd's restart by RuntimeDirectoryPreserve=restart), recorded by the next host.
+    out=$(inside inetinfoctl --socket /run/inetinfo/inetinfo.sock crashes --json 2>&1)
+    if printf '%s\n' "$out" | python3 -c '
+import json, sys
+records = [json.loads(line) for line in sys.stdin if line.strip()]
+segv = any(r["service"] == "smtp" and r["signal"] == "SIGSEGV" for r in records)
+host = any("ended while" in r["reason"] for r in records)
+sys.exit(0 if segv and host else 1)'; then
+        pass "crash records under the unit: $(printf '%s\n' "$out" | python3 -c 'import json,sys; print("; ".join(json.loads(l)["id"] + " " + json.loads(l)["reason"] for l in sys.stdin if l.strip()))')"
+    else
+        fail "crash records under the unit: $out"
+    fi
     inside sed -i 's/^isolation = "process"$/isolation = "isolated"/' "$config"
     sctl restart inetinfo.service
     wait_for 15 prop_is inetinfo.service StatusText "smtp: running, http: running"

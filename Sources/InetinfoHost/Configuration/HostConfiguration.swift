@@ -14,6 +14,16 @@ public struct HostConfiguration: Sendable, Equatable {
     public var maxAbandoned = 3
     /// Idle, already started workers kept per service in process isolation (`supervisor.spare-workers`).
     public var spareWorkers = 1
+    /// Where flight recorders live: `$RUNTIME_DIRECTORY` under systemd, else `<state-dir>/run`.
+    public var runtimeDirectory: String
+    /// Crash records kept at most (`crashes.keep`), and their size together (`crashes.max-bytes`).
+    public var crashesKeep = 100
+    public var crashesMaxBytes: Int64 = 64 << 20
+    /// Whether workers run the Swift runtime's backtracer when they crash (`crashes.backtrace`).
+    public var crashBacktraces = true
+    /// Whether instances keep a flight recorder (`crashes.flight-recorder`; off only to measure its cost).
+    public var flightRecorder = true
+    public var quarantine = QuarantineSettings()
     public var services: [String: ServiceConfiguration] = [:]
 
     /// Per-service keys: the supervision settings (`supervisor.*` overridden by `<service>.*`),
@@ -34,6 +44,11 @@ public struct HostConfiguration: Sendable, Equatable {
         "stable-period", "liveness-interval", "liveness-timeout", "startup-timeout", "shutdown-timeout",
     ]
     static let hostKeys: Set<String> = ["isolation", "state-dir", "control-socket", "fault-injection", "log-level"]
+    static let crashKeys: Set<String> = ["keep", "max-bytes", "backtrace", "flight-recorder"]
+    static let hostSupervisorKeys: Set<String> = [
+        "max-abandoned", "spare-workers", "quarantine", "quarantine-after", "quarantine-window", "quarantine-time",
+        "quarantine-allow",
+    ]
 
     /// Builds the configuration from merged values; unknown keys and bad values are errors.
     /// - Parameter environment: `STATE_DIRECTORY` and `RUNTIME_DIRECTORY` (set by systemd) change defaults.
@@ -47,7 +62,8 @@ public struct HostConfiguration: Sendable, Equatable {
             let known: Bool
             switch section {
             case "host": known = Self.hostKeys.contains(name)
-            case "supervisor": known = Self.supervisionKeys.contains(name) || name == "max-abandoned" || name == "spare-workers"
+            case "crashes": known = Self.crashKeys.contains(name)
+            case "supervisor": known = Self.supervisionKeys.contains(name) || Self.hostSupervisorKeys.contains(name)
             default:
                 let entry = catalog.first { $0.name == section }
                 known = knownServices.contains(section)
@@ -66,6 +82,18 @@ public struct HostConfiguration: Sendable, Equatable {
         logLevel = try reader.choice("host.log-level", ["trace", "debug", "info", "notice", "warning", "error", "critical"]) ?? "info"
         maxAbandoned = try reader.integer("supervisor.max-abandoned", in: 0...1_000) ?? 3
         spareWorkers = try reader.integer("supervisor.spare-workers", in: 0...1) ?? 1
+        runtimeDirectory = ControlSocketPath.runtimeDirectory(environment: environment, stateDirectory: stateDirectory)
+        crashesKeep = try reader.integer("crashes.keep", in: 1...100_000) ?? 100
+        crashesMaxBytes = Int64(try reader.integer("crashes.max-bytes", in: (1 << 20)...(1 << 40)) ?? (64 << 20))
+        crashBacktraces = try reader.bool("crashes.backtrace") ?? true
+        flightRecorder = try reader.bool("crashes.flight-recorder") ?? true
+        quarantine.enabled = try reader.bool("supervisor.quarantine") ?? true
+        quarantine.after = try reader.integer("supervisor.quarantine-after", in: 1...1_000) ?? 2
+        quarantine.window = try reader.seconds("supervisor.quarantine-window", in: 1...604_800) ?? .seconds(600)
+        quarantine.time = try reader.seconds("supervisor.quarantine-time", in: 1...31_536_000) ?? .seconds(3600)
+        if let allow = values["supervisor.quarantine-allow"]?.value {
+            quarantine.allow = Set(allow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
 
         let defaults = try reader.supervision(prefix: "supervisor", base: SupervisionSettings())
         for entry in catalog {

@@ -15,11 +15,12 @@ enum ChildProcess {
         var description: String { "\(operation): \(String(cString: strerror(errno)))" }
     }
 
-    /// Spawns `executable` (shown as `name` in `ps`) with `descriptors` at 3, 4, …; standard input, output
-    /// and error are inherited, and the environment with `environment` added where it does not say otherwise.
-    /// Signals go back to their defaults and none is blocked in the child.
+    /// Spawns `executable` (shown as `name` in `ps`) with `descriptors` at 3, 4, …; standard input and
+    /// output are inherited, standard error too unless `standardError` is given, and the environment with
+    /// `environment` added where it does not say otherwise. Signals go back to their defaults and none is
+    /// blocked in the child, which leads a process group of its own.
     static func spawn(executable: String, name: String, arguments: [String], descriptors: [Int32],
-                      environment: [String: String] = [:]) throws(SpawnError) -> pid_t {
+                      standardError: Int32? = nil, environment: [String: String] = [:]) throws(SpawnError) -> pid_t {
         // Every source is first duplicated above the targets, so that no `dup2` maps a descriptor onto
         // itself (which would leave it close-on-exec) or onto a source not yet moved.
         var staged: [Int32] = []
@@ -32,10 +33,16 @@ enum ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        // First: its source may be one of the targets below.
+        if let standardError {
+            let result = posix_spawn_file_actions_adddup2(&actions, standardError, 2)
+            guard result == 0 else { throw SpawnError(operation: "posix_spawn_file_actions_adddup2", errno: result) }
+        }
         for (index, source) in staged.enumerated() {
             let result = posix_spawn_file_actions_adddup2(&actions, source, 3 + Int32(index))
             guard result == 0 else { throw SpawnError(operation: "posix_spawn_file_actions_adddup2", errno: result) }
         }
+
         // Nothing else is inherited, close-on-exec or not.
         let closing = inetinfo_spawn_close_from(&actions, 3 + Int32(staged.count))
         guard closing == 0 else { throw SpawnError(operation: "posix_spawn_file_actions_addclosefrom_np", errno: closing) }
@@ -49,7 +56,9 @@ enum ChildProcess {
         var empty = sigset_t()
         sigemptyset(&empty)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        // A process group of its own (named by its pid): the child and whatever it starts can be killed together.
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
 
         let argv = ([name] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -106,5 +115,18 @@ enum ChildProcess {
         // utime and stime are fields 14 and 15; `fields` starts at field 3.
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]), ticks > 0 else { return nil }
         return (pages.multipliedReportingOverflow(by: pageSize).partialValue, (user + system) / ticks)
+    }
+
+    /// Whether `pid` has a child whose command is `name` (any of its threads may have started it).
+    static func hasChild(named name: String, of pid: pid_t) -> Bool {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        for task in tasks {
+            guard let children = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8) else { continue }
+            for child in children.split(separator: " ") {
+                let command = try? String(contentsOfFile: "/proc/\(child)/comm", encoding: .utf8)
+                if command?.trimmingCharacters(in: .whitespacesAndNewlines) == name { return true }
+            }
+        }
+        return false
     }
 }

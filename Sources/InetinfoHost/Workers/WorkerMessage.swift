@@ -17,6 +17,8 @@ enum WorkerMessage: Codable, Sendable, Equatable {
     case stop
     /// `livenessTimeoutMs`: the service's liveness timeout now (a `stall` lasts three of them).
     case fault(Fault, livenessTimeoutMs: Int64)
+    /// Refuse connections from these addresses from now on (the host's quarantine changed).
+    case quarantine([String])
 
     // worker → host
     case ready
@@ -61,6 +63,10 @@ struct WorkerConfiguration: Codable, Sendable, Equatable {
     var services: [Peer]
     /// The sockets at descriptors 4, 5, … in this order.
     var sockets: [Socket]
+    /// Where the worker keeps its instance's flight recorder; `nil`: none.
+    var flightRecorderDirectory: String?
+    /// The addresses refused at connect when the worker is prepared (later changes come as messages).
+    var quarantine: [String] = []
 }
 
 /// Where things are in a worker process.

@@ -51,7 +51,7 @@ enum WorkerProcess {
         logger[metadataKey: "service"] = "\(service)"
         logger[metadataKey: "workerPid"] = "\(getpid())"
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let worker = Worker(logger: logger)
+        let worker = Worker(logger: logger, hostPID: hostPID)
         do {
             _ = try await ClientBootstrap(group: group)
                 .channelInitializer { channel in
@@ -92,11 +92,17 @@ private final class Worker: Sendable {
     }
 
     private let logger: Logger
+    private let hostPID: pid_t
+    /// The host's quarantine, as this worker's instance consults it.
+    private let quarantine = PeerQuarantine()
     // Guards the channel, what was prepared, the instance and the exit: touched by the channel's loop and
     // the instance's task.
     private let state = NIOLockedValueBox(State())
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, hostPID: pid_t) {
+        self.logger = logger
+        self.hostPID = hostPID
+    }
 
     func connect(_ channel: any Channel) {
         state.withLockedValue { $0.channel = channel }
@@ -147,6 +153,8 @@ private final class Worker: Sendable {
             } catch {
                 logger.warning("fault not applied", metadata: ["fault": "\(fault.rawValue)", "error": "\(error)"])
             }
+        case .quarantine(let addresses):
+            quarantine.replace(with: Set(addresses))
         case .ready, .failed, .pong:
             break  // worker-to-host messages
         }
@@ -162,6 +170,7 @@ private final class Worker: Sendable {
     /// Builds the service before it is needed (a spare does it while it waits).
     private func prepare(_ configuration: WorkerConfiguration) {
         guard state.withLockedValue({ $0.prepared == nil }) else { return }
+        quarantine.replace(with: Set(configuration.quarantine))
         let built = Result { () throws(WorkerFailure) -> (service: any HostedService, sockets: [ListeningSocket]) in
             guard let entry = ServiceCatalog.entries.first(where: { $0.name == configuration.service }) else {
                 throw WorkerFailure("no service named '\(configuration.service)' in this binary")
@@ -199,7 +208,10 @@ private final class Worker: Sendable {
         }
         let service = ReadinessDelaying(inner: hosted) { readinessDelay }
         let spec = InstanceSpec(service: prepared.configuration.service, number: number, sockets: sockets, logger: instanceLogger)
-        let instance = InProcessRunner(service: service).launch(spec) { event in
+        let forensics = InstanceForensics(
+            flightRecorders: prepared.configuration.flightRecorderDirectory.map(FlightRecorderDirectory.init(path:)),
+            hostPid: hostPID, quarantine: quarantine)
+        let instance = InProcessRunner(service: service, forensics: forensics).launch(spec) { event in
             switch event {
             case .ready: _ = self.send(.ready)
             case .failed(let reason): self.reportFailure(reason)

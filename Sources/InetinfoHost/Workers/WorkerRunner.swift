@@ -30,13 +30,34 @@ final class WorkerRunner: InstanceRunner {
     private let configuration: @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration
     /// Fault injection (`slow-start`): how late the next instance's ready report must come, once.
     private let readinessDelay: @Sendable () -> Duration?
-    // Guards the idle spare and whether the runner was shut down, touched by the supervisor and by the
-    // workers' channel loop (a ready report starts the next spare).
-    private let state = NIOLockedValueBox<(spare: WorkerInstance?, closed: Bool)>((nil, false))
+    /// `SWIFT_BACKTRACE` in the workers.
+    private let backtrace: String
+
+    private struct State {
+        var spare: WorkerInstance?
+        var closed = false
+        /// Every worker not yet reaped (the spare and the instances), to tell them of a new quarantine.
+        var live: [Int32: WorkerInstance] = [:]
+        var quarantine: Set<String> = []
+    }
+
+    // Guards the idle spare, the live workers, the quarantine and whether the runner was shut down,
+    // touched by the supervisor, the workers' channel loop (a ready report starts the next spare), the
+    // reapers and the quarantine.
+    private let state = NIOLockedValueBox(State())
+
+    /// The Swift runtime's crash handler in workers (`crashes.backtrace`): a backtrace of the crashed
+    /// thread, symbolicated without inlined frames, on standard error, where the host keeps it for the
+    /// crash record.
+    static let backtraceEnabled = "enable=yes,interactive=no,color=no,threads=crashed,registers=none,images=none,symbolicate=fast,output-to=stderr"
+    static let backtraceDisabled = "enable=no"
 
     init(executable: String, service: String, spares: Int, group: any EventLoopGroup, logger: Logger, logLevel: String,
+         backtrace: Bool,
          configuration: @escaping @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration,
          readinessDelay: @escaping @Sendable () -> Duration?) {
+        // The host's environment wins (ChildProcess keeps what is inherited), as the unit's `enable=no` does.
+        self.backtrace = ProcessInfo.processInfo.environment["SWIFT_BACKTRACE"] ?? (backtrace ? Self.backtraceEnabled : Self.backtraceDisabled)
         self.executable = executable
         self.service = service
         self.spares = spares
@@ -88,6 +109,16 @@ final class WorkerRunner: InstanceRunner {
         }
     }
 
+    /// The addresses every worker of the service must refuse: sent to each live one, and to every later
+    /// one with its configuration.
+    func updateQuarantine(_ addresses: Set<String>) {
+        let workers = state.withLockedValue { state in
+            state.quarantine = addresses
+            return Array(state.live.values)
+        }
+        workers.forEach { $0.send(.quarantine(addresses.sorted())) }
+    }
+
     private func startSpare(sockets: [ListeningSocket]) {
         guard state.withLockedValue({ !$0.closed && $0.spare == nil }) else { return }
         do {
@@ -108,26 +139,39 @@ final class WorkerRunner: InstanceRunner {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
             throw ChildProcess.SpawnError(operation: "socketpair", errno: errno)
         }
+        var errorPipe: [Int32] = [-1, -1]
+        guard inetinfo_pipe_cloexec(&errorPipe) == 0 else {
+            let error = errno
+            pair.forEach { Glibc.close($0) }
+            throw ChildProcess.SpawnError(operation: "pipe2", errno: error)
+        }
         let pid: pid_t
         do {
-            // A worker that crashes must end at once, for its replacement to take over in milliseconds:
-            // Swift's backtracer would keep it alive for seconds (unless the operator asks for it).
             pid = try ChildProcess.spawn(executable: executable, name: "inetinfo",
                                          arguments: ["worker", "--service", service, "--host-pid", "\(getpid())",
                                                      "--log-level", logLevel],
-                                         descriptors: [pair[1]] + sockets.map(\.fd),
-                                         environment: ["SWIFT_BACKTRACE": "enable=no"])
+                                         descriptors: [pair[1]] + sockets.map(\.fd), standardError: errorPipe[1],
+                                         environment: ["SWIFT_BACKTRACE": backtrace])
         } catch {
-            Glibc.close(pair[0])
-            Glibc.close(pair[1])
+            (pair + errorPipe).forEach { Glibc.close($0) }
             throw error
         }
         Glibc.close(pair[1])
+        Glibc.close(errorPipe[1])
+        let standardError = WorkerStandardError(fd: errorPipe[0])
         let channel = group.next().makePromise(of: (any Channel).self)
-        let worker = WorkerInstance(pid: pid, channel: channel.futureResult, logger: logger)
+        let worker = WorkerInstance(pid: pid, channel: channel.futureResult, standardError: standardError,
+                                    backtraces: !backtrace.contains("enable=no"), logger: logger)
+        standardError.start { worker.crashStarted() }
+        let quarantine = state.withLockedValue { state in
+            state.live[pid] = worker
+            return state.quarantine
+        }
         // Everything but the instance number is known now: the worker builds its service while it waits,
         // so that a spare's start costs no more than the start itself.
-        worker.send(.prepare(configuration(sockets)))
+        var prepared = configuration(sockets)
+        prepared.quarantine = quarantine.sorted()
+        worker.send(.prepare(prepared))
         ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -143,8 +187,12 @@ final class WorkerRunner: InstanceRunner {
             logger.error("cannot adopt a worker's control channel; killing it", metadata: ["pid": "\(pid)", "error": "\(error)"])
             worker.forceStop()
         }
-        Task.detached {
+        Task.detached { [weak self] in
             let end = await ChildProcess.reap(pid)
+            // The crash report is complete once the worker's standard error is (whatever it started may
+            // hold it a little longer: not for long).
+            await standardError.finished(within: .seconds(1))
+            self?.state.withLockedValue { _ = $0.live.removeValue(forKey: pid) }
             worker.ended(end)
         }
         return worker
@@ -159,10 +207,19 @@ final class WorkerRunner: InstanceRunner {
 final class WorkerInstance: InstanceHandle {
     let pid: Int32
     private let channel: EventLoopFuture<any Channel>
+    private let standardError: WorkerStandardError?
+    /// Whether the worker runs the Swift runtime's backtracer when it crashes.
+    private let backtraces: Bool
     private let logger: Logger
+
+    /// How long a worker whose runtime is writing its crash report is taken as alive: the backtracer
+    /// stops every thread while it works, and a kill would lose the report.
+    static let crashReportAllowance = Duration.seconds(10)
 
     private struct State {
         var events: (@Sendable (InstanceEvent) -> Void)?
+        /// When the worker's crash output began, if it did.
+        var crashingSince: ContinuousClock.Instant?
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
         var readyReported = false
@@ -178,9 +235,12 @@ final class WorkerInstance: InstanceHandle {
     // channel's loop and the reaper.
     private let state: NIOLockedValueBox<State>
 
-    init(pid: Int32, channel: EventLoopFuture<any Channel>, logger: Logger) {
+    init(pid: Int32, channel: EventLoopFuture<any Channel>, standardError: WorkerStandardError? = nil, backtraces: Bool = false,
+         logger: Logger) {
         self.pid = pid
         self.channel = channel
+        self.standardError = standardError
+        self.backtraces = backtraces
         self.logger = logger
         state = NIOLockedValueBox(State(pidfd: inetinfo_pidfd_open(pid)))
     }
@@ -200,21 +260,60 @@ final class WorkerInstance: InstanceHandle {
         }
     }
 
+    var crashReport: String? { standardError?.crashReport }
+
+    /// The runtime began its crash output: the worker is crashing, not hung. The pings it can no longer
+    /// answer are answered for it (for ``crashReportAllowance``), so that it ends as what it is, a crash.
+    func crashStarted() {
+        let outstanding = state.withLockedValue { state in
+            state.crashingSince = .now
+            defer { state.pings = [:] }
+            return Array(state.pings.values)
+        }
+        logger.notice("worker crashing; waiting for its crash report", metadata: ["pid": "\(pid)"])
+        outstanding.forEach { $0() }
+    }
+
     func ping(answered: @escaping @Sendable () -> Void) {
+        let crashing = state.withLockedValue { state in
+            state.crashingSince.map { ContinuousClock.now - $0 < Self.crashReportAllowance } ?? false
+        }
+        if crashing { return answered() }
         let id = state.withLockedValue { state -> Int in
             state.nextPing += 1
             state.pings[state.nextPing] = answered
             return state.nextPing
         }
         send(.ping(id))
+        if backtraces { watchForBacktracer(while: id) }
+    }
+
+    /// The runtime's backtracer (`swift-backtrace`, a child of the crashed worker) may take a while to
+    /// print its first line, and meanwhile nothing in the worker answers: look for it while a ping waits.
+    private func watchForBacktracer(while ping: Int, checks: Int = 20) {
+        guard checks > 0 else { return }
+        channel.whenSuccess { channel in
+            channel.eventLoop.scheduleTask(in: .milliseconds(50)) {
+                guard self.state.withLockedValue({ $0.pings[ping] != nil && $0.crashingSince == nil }) else { return }
+                if ChildProcess.hasChild(named: "swift-backtrace", of: self.pid) {
+                    self.crashStarted()
+                } else {
+                    self.watchForBacktracer(while: ping, checks: checks - 1)
+                }
+            }
+        }
     }
 
     func requestStop() { send(.stop) }
 
-    /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode.
+    /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode. Its process
+    /// group goes too: a worker killed while its runtime writes a crash report leaves no backtracer behind.
     func forceStop() {
         state.withLockedValue { state in
             guard state.end == nil else { return }
+            // The group is named by the worker's pid, which cannot be reused while the worker is unreaped
+            // or any member of its group lives.
+            kill(-pid, SIGKILL)
             if state.pidfd >= 0 {
                 _ = inetinfo_pidfd_send_signal(state.pidfd, SIGKILL)
             } else {
@@ -268,7 +367,7 @@ final class WorkerInstance: InstanceHandle {
                 return violation("an answer to no ping")
             }
             answered()
-        case .prepare, .start, .ping, .stop, .fault:
+        case .prepare, .start, .ping, .stop, .fault, .quarantine:
             violation("a message only the host sends")
         }
     }

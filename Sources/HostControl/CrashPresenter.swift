@@ -1,0 +1,102 @@
+import Foundation
+
+/// Human-readable `crashes`, `crashes show` and `quarantine` output. A peer's input is shown safely:
+/// printable ASCII as it is, line ends as `\r\n` at the end of a line, every other byte as `\xNN`, so
+/// that no input can move the cursor, change the terminal's colours or hide a byte.
+public enum CrashPresenter {
+    public static func list(_ crashes: [CrashSummary]) -> String {
+        guard !crashes.isEmpty else { return "no crash records\n" }
+        let rows = crashes.map { crash in
+            [crash.id, "\(crash.service)#\(crash.instance)", crash.pid.map(String.init) ?? "-", how(crash.signal, crash.exitStatus),
+             crash.suspect ?? "-", crash.reason]
+        }
+        return table(header: ["ID", "INSTANCE", "PID", "HOW", "SUSPECT", "REASON"], rows: rows)
+    }
+
+    public static func show(_ record: CrashRecord) -> String {
+        var lines = [
+            "crash \(record.id)",
+            "  service:  \(record.service), instance \(record.instance), pid \(record.pid.map(String.init) ?? "-")",
+            "  ended:    \(how(record.signal, record.exitStatus)): \(escaped(record.reason))",
+            "  at:       \(ControlJSON.formatDate(record.at))" + (record.uptimeSeconds.map { String(format: ", after %.3f s", $0) } ?? ""),
+        ]
+        if let suspect = record.suspect {
+            lines.append("  suspect:  \(suspect.peer) (its input was being processed)")
+        } else {
+            lines.append("  suspect:  none (no input was being processed)")
+        }
+        lines.append("  connections open: \(record.connections.count + record.connectionsOmitted)"
+            + (record.connectionsOmitted > 0 ? " (\(record.connectionsOmitted) not kept)" : ""))
+        for (index, connection) in record.connections.enumerated() {
+            lines.append("")
+            lines.append("  [\(index)] \(connection.peer)\(connection.suspect ? "  SUSPECT" : "")  in \(connection.bytesIn) B, out \(connection.bytesOut) B, "
+                + "opened \(ControlJSON.formatDate(connection.openedAt))"
+                + (connection.lastInputAt.map { ", last input \(ControlJSON.formatDate($0))" } ?? ""))
+            if connection.bytesIn > UInt64(connection.lastInput.count) {
+                lines.append("      (last \(connection.lastInput.count) of \(connection.bytesIn) bytes)")
+            }
+            for line in escapedLines(connection.lastInput) { lines.append("      \(line)") }
+        }
+        if let backtrace = record.backtrace {
+            lines.append("")
+            lines.append("  crash report:")
+            for line in backtrace.split(separator: "\n", omittingEmptySubsequences: false) { lines.append("    \(escaped(String(line)))") }
+        }
+        if !record.events.isEmpty {
+            lines.append("")
+            lines.append("  events:")
+            for event in record.events { lines.append("    " + StatusPresenter.line(event)) }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public static func quarantine(_ entries: [QuarantineEntry]) -> String {
+        guard !entries.isEmpty else { return "no address is quarantined\n" }
+        let rows = entries.map { [$0.address, ControlJSON.formatDate($0.since), ControlJSON.formatDate($0.until), $0.crashes.joined(separator: ", ")] }
+        return table(header: ["ADDRESS", "SINCE", "UNTIL", "CRASHES"], rows: rows)
+    }
+
+    /// The bytes as lines of safe text, one per line the peer sent.
+    public static func escapedLines(_ bytes: Data) -> [String] {
+        var lines: [String] = []
+        var current = ""
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            index = bytes.index(after: index)
+            switch byte {
+            case 0x0D where index < bytes.endIndex && bytes[index] == 0x0A:
+                index = bytes.index(after: index)
+                lines.append(current + "\\r\\n")
+                current = ""
+            case 0x0A:
+                lines.append(current + "\\n")
+                current = ""
+            case 0x5C: current += "\\\\"
+            case 0x20...0x7E: current.unicodeScalars.append(Unicode.Scalar(byte))
+            default: current += String(format: "\\x%02X", byte)
+            }
+        }
+        if !current.isEmpty || lines.isEmpty { lines.append(current) }
+        return lines
+    }
+
+    static func escaped(_ text: String) -> String {
+        escapedLines(Data(text.utf8)).joined()
+    }
+
+    static func how(_ signal: String?, _ exitStatus: Int32?) -> String {
+        if let signal { return signal }
+        if let exitStatus { return "exit \(exitStatus)" }
+        return "failed"
+    }
+
+    private static func table(header: [String], rows: [[String]]) -> String {
+        let widths = (0..<header.count).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        return ([header] + rows).map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }.joined(separator: "\n") + "\n"
+    }
+}
