@@ -25,6 +25,7 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]
         ),
         .systemLibrary(name: "CProcessControl"),
+        .target(name: "CCrashMarker"),
         .target(
             name: "Systemd",
             dependencies: [
@@ -35,6 +36,7 @@ let package = Package(
         .target(
             name: "Supervision",
             dependencies: [
+                "CCrashMarker",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

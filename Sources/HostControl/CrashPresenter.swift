@@ -7,21 +7,21 @@ public enum CrashPresenter {
     public static func list(_ crashes: [CrashSummary]) -> String {
         guard !crashes.isEmpty else { return "no crash records\n" }
         let rows = crashes.map { crash in
-            [crash.id, "\(crash.service)#\(crash.instance)", crash.pid.map(String.init) ?? "-", how(crash.signal, crash.exitStatus),
-             crash.suspect ?? "-", crash.reason]
+            [escaped(crash.id), escaped("\(crash.service)#\(crash.instance)"), crash.pid.map(String.init) ?? "-",
+             escaped(how(crash.signal, crash.exitStatus)), crash.suspect.map(escaped) ?? "-", escaped(crash.reason)]
         }
         return table(header: ["ID", "INSTANCE", "PID", "HOW", "SUSPECT", "REASON"], rows: rows)
     }
 
     public static func show(_ record: CrashRecord) -> String {
         var lines = [
-            "crash \(record.id)",
-            "  service:  \(record.service), instance \(record.instance), pid \(record.pid.map(String.init) ?? "-")",
-            "  ended:    \(how(record.signal, record.exitStatus)): \(escaped(record.reason))",
+            "crash \(escaped(record.id))",
+            "  service:  \(escaped(record.service)), instance \(record.instance), pid \(record.pid.map(String.init) ?? "-")",
+            "  ended:    \(escaped(how(record.signal, record.exitStatus))): \(escaped(record.reason))",
             "  at:       \(ControlJSON.formatDate(record.at))" + (record.uptimeSeconds.map { String(format: ", after %.3f s", $0) } ?? ""),
         ]
         if let suspect = record.suspect {
-            lines.append("  suspect:  \(suspect.peer) (its input was being processed)")
+            lines.append("  suspect:  \(escaped(suspect.peer)) (the thread that failed was processing its input)")
         } else {
             lines.append("  suspect:  none (no input was being processed)")
         }
@@ -29,7 +29,7 @@ public enum CrashPresenter {
             + (record.connectionsOmitted > 0 ? " (\(record.connectionsOmitted) not kept)" : ""))
         for (index, connection) in record.connections.enumerated() {
             lines.append("")
-            lines.append("  [\(index)] \(connection.peer)\(connection.suspect ? "  SUSPECT" : "")  in \(connection.bytesIn) B, out \(connection.bytesOut) B, "
+            lines.append("  [\(index)] \(escaped(connection.peer))\(connection.suspect ? "  SUSPECT" : "")  in \(connection.bytesIn) B, out \(connection.bytesOut) B, "
                 + "opened \(ControlJSON.formatDate(connection.openedAt))"
                 + (connection.lastInputAt.map { ", last input \(ControlJSON.formatDate($0))" } ?? ""))
             if connection.bytesIn > UInt64(connection.lastInput.count) {
@@ -45,14 +45,16 @@ public enum CrashPresenter {
         if !record.events.isEmpty {
             lines.append("")
             lines.append("  events:")
-            for event in record.events { lines.append("    " + StatusPresenter.line(event)) }
+            for event in record.events { lines.append("    " + escaped(StatusPresenter.line(event))) }
         }
         return lines.joined(separator: "\n") + "\n"
     }
 
     public static func quarantine(_ entries: [QuarantineEntry]) -> String {
         guard !entries.isEmpty else { return "no address is quarantined\n" }
-        let rows = entries.map { [$0.address, ControlJSON.formatDate($0.since), ControlJSON.formatDate($0.until), $0.crashes.joined(separator: ", ")] }
+        let rows = entries.map {
+            [escaped($0.address), ControlJSON.formatDate($0.since), ControlJSON.formatDate($0.until), escaped($0.crashes.joined(separator: ", "))]
+        }
         return table(header: ["ADDRESS", "SINCE", "UNTIL", "CRASHES"], rows: rows)
     }
 
@@ -81,7 +83,8 @@ public enum CrashPresenter {
         return lines
     }
 
-    static func escaped(_ text: String) -> String {
+    /// `text` on one line, safe for a terminal (every byte outside printable ASCII escaped).
+    public static func escaped(_ text: String) -> String {
         escapedLines(Data(text.utf8)).joined()
     }
 

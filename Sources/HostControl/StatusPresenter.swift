@@ -37,7 +37,7 @@ public struct StatusPresenter: Sendable {
             lines.append(format(row, stateColour: Self.colourCode(service.enabled ? service.state : nil)))
         }
         for entry in status.quarantine {
-            lines.append("  quarantined: \(paint(entry.address, "31")) until \(ControlJSON.formatDate(entry.until))"
+            lines.append("  quarantined: \(paint(CrashPresenter.escaped(entry.address), "31")) until \(ControlJSON.formatDate(entry.until))"
                 + " (crashes \(entry.crashes.joined(separator: ", ")))")
         }
         return lines.joined(separator: "\n") + "\n"

@@ -20,10 +20,10 @@ public enum InetinfoHost {
         case configuration = 78
     }
 
-    /// Sets up swift-log: structured journal entries under systemd, one line per event on stderr otherwise.
-    public static func bootstrapLogging(level: String) {
+    /// Sets up swift-log: structured journal entries under systemd (or when `journal` says so: a worker,
+    /// whose standard error is the host's pipe), one line per event on stderr otherwise.
+    public static func bootstrapLogging(level: String, journal: Bool = JournaldLogHandler.isStandardErrorJournal) {
         let logLevel = Logger.Level(rawValue: level) ?? .info
-        let journal = JournaldLogHandler.isStandardErrorJournal
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = journal ? JournaldLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = logLevel
@@ -161,9 +161,13 @@ public enum InetinfoHost {
         defer { sockets.values.joined().forEach { $0.close() } }
         do {
             try await group.run()
+            // Every instance has ended (or been abandoned): what is left in the flight recorders, once the
+            // pending records are written, is no crash and must not become one at the next start.
+            await crashes.finish()
             logger.notice("inetinfo stopped")
             return .success
         } catch let error as SupervisorError {
+            await crashes.finish()
             logger.critical("inetinfo exiting", metadata: ["error": "\(error)"])
             _ = try? notifier.notify(.status("exiting: \(error)"))
             return .escalated

@@ -1,3 +1,4 @@
+import CCrashMarker
 import Glibc
 import NIOConcurrencyHelpers
 import Synchronization
@@ -12,8 +13,14 @@ import Synchronization
 /// so the host reads it (``FlightRecording/read(path:)``) after a worker crashed, or on its next start
 /// after it died itself. A connection that finds every slot taken is not recorded (``overflowed``).
 ///
-/// After ``freeze()`` (the instance reported a failure) slots are no longer released or claimed: the file
-/// keeps the connections that were open at the failure, while the instance closes them.
+/// Which connection is the suspect of a failure is a matter of threads: a slot being processed holds the
+/// id of the thread that processes it, and the header the id of the thread that failed — the one that
+/// crashed (written by a signal handler, `CCrashMarker`, even when the process dies of it), or the one
+/// that reported the failure (``freeze(failingThread:)``). The suspect is the connection that very thread
+/// was processing; another thread's work at the same moment accuses no one.
+///
+/// After ``freeze(failingThread:)`` (the instance reported a failure) slots are no longer released or
+/// claimed: the file keeps the connections that were open at the failure, while the instance closes them.
 public final class FlightRecorder: @unchecked Sendable {
     public static let inputBytes = 4096
     public static let defaultSlotCount = 1024
@@ -62,10 +69,18 @@ public final class FlightRecorder: @unchecked Sendable {
         self.slots = NIOLockedValueBox(Slots(free: (0..<Int32(slotCount)).reversed()))
         FlightRecorderLayout.writeHeader(to: mapping, service: service, instance: instance, pid: pid, hostPid: hostPid,
                                          slotCount: slotCount, startedAtMs: FlightRecorderLayout.nowMs())
+        inetinfo_crash_marker_install()
+        _ = inetinfo_crash_marker_add(failingThread)
     }
 
     deinit {
+        inetinfo_crash_marker_remove(failingThread)
         munmap(base, size)
+    }
+
+    /// Where the failing thread's id goes (the header's).
+    private var failingThread: UnsafeMutablePointer<Int32> {
+        (base + FlightRecorderLayout.Header.failingThread).assumingMemoryBound(to: Int32.self)
     }
 
     /// A slot for a new connection from `peer` (`ADDR:PORT`); `nil` when every slot is taken or the
@@ -87,8 +102,13 @@ public final class FlightRecorder: @unchecked Sendable {
     }
 
     /// Keeps the connections open now in the file: the instance failed and is about to close them.
-    public func freeze() {
-        slots.withLockedValue { $0.frozen = true }
+    /// `failingThread`: the thread that reported the failure (its connection, if it was processing one, is
+    /// the suspect).
+    public func freeze(failingThread thread: Int32 = inetinfo_thread_id()) {
+        slots.withLockedValue { slots in
+            slots.frozen = true
+            if failingThread.pointee == 0 { failingThread.pointee = thread }
+        }
         frozen.store(true, ordering: .relaxed)
     }
 
@@ -130,10 +150,14 @@ public final class FlightRecorder: @unchecked Sendable {
             pointer.storeBytes(of: L.Slot.open, toByteOffset: L.Slot.state, as: UInt32.self)
         }
 
+        /// Whether writes still go to the slot: not once it is released (another connection may hold it
+        /// now), nor once the recorder is frozen (the file keeps the moment of the failure).
+        private var writable: Bool { !released && !recorder.frozen.load(ordering: .relaxed) }
+
         /// Bytes the peer sent: the ring keeps the last ``FlightRecorder/inputBytes`` of them.
         public func recordInput(_ bytes: UnsafeRawBufferPointer) {
             typealias L = FlightRecorderLayout
-            guard !bytes.isEmpty, let source = bytes.baseAddress else { return }
+            guard writable, !bytes.isEmpty, let source = bytes.baseAddress else { return }
             let ring = pointer + L.Slot.ring
             let capacity = FlightRecorder.inputBytes
             // Only the tail can survive in the ring.
@@ -153,14 +177,16 @@ public final class FlightRecorder: @unchecked Sendable {
         }
 
         public func recordOutput(byteCount: Int) {
+            guard writable else { return }
             bytesOut &+= UInt64(max(0, byteCount))
             pointer.storeBytes(of: bytesOut, toByteOffset: FlightRecorderLayout.Slot.bytesOut, as: UInt64.self)
         }
 
-        /// Brackets the processing of input: a crash in between names this connection as the suspect.
+        /// Brackets the processing of input: a crash of this thread in between names this connection.
         public func setProcessing(_ processing: Bool) {
-            if !processing, recorder.frozen.load(ordering: .relaxed) { return }
-            pointer.storeBytes(of: processing ? 1 : 0, toByteOffset: FlightRecorderLayout.Slot.processing, as: UInt32.self)
+            guard writable else { return }
+            pointer.storeBytes(of: processing ? inetinfo_thread_id() : 0, toByteOffset: FlightRecorderLayout.Slot.processing,
+                               as: Int32.self)
         }
 
         public func release() {
@@ -199,6 +225,8 @@ enum FlightRecorderLayout {
         static let slotSize = 16
         static let pid = 20
         static let hostPid = 24
+        /// Int32: the thread that crashed or reported the failure; 0 while none did.
+        static let failingThread = 28
         static let instance = 32
         static let startedAt = 40
         static let service = 48
@@ -207,6 +235,7 @@ enum FlightRecorderLayout {
 
     enum Slot {
         static let state = 0
+        /// Int32: the thread processing the connection's input now; 0 when none is.
         static let processing = 4
         static let bytesIn = 8
         static let bytesOut = 16

@@ -10,8 +10,9 @@ public struct FlightRecording: Sendable, Equatable {
     public struct Connection: Sendable, Equatable {
         /// `ADDR:PORT` (`[ADDR]:PORT` for IPv6).
         public var peer: String
-        /// Its input was being processed when the recording was read (or when the writer died).
-        public var processing: Bool
+        /// The thread processing its input when the recording was read (or when the writer died); 0: none.
+        public var processingThread: Int32
+        public var processing: Bool { processingThread != 0 }
         public var bytesIn: UInt64
         public var bytesOut: UInt64
         public var openedAt: Date
@@ -25,7 +26,15 @@ public struct FlightRecording: Sendable, Equatable {
     public var pid: Int32
     public var hostPid: Int32
     public var startedAt: Date
+    /// The thread that crashed or reported the failure; `nil` when none did (a hang, a kill from outside).
+    public var failingThread: Int32?
     public var connections: [Connection]
+
+    /// The connection whose input the failing thread was processing: the likely cause of the failure.
+    public var suspect: Connection? {
+        guard let failingThread else { return nil }
+        return connections.first { $0.processingThread == failingThread }
+    }
 
     /// The most of a file that is read: the largest recorder this host makes, with room to spare. A file
     /// made larger (by a subverted worker) is read no further.
@@ -34,10 +43,13 @@ public struct FlightRecording: Sendable, Equatable {
     /// Reads the file at `path` (not through a symbolic link); `nil` if there is none or it is not a flight
     /// recorder's.
     public static func read(path: String) -> FlightRecording? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // Non-blocking: a FIFO put in the file's place must not block the host.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var data = Data(count: maximumFileSize)
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_uid == geteuid() else { return nil }
+        var data = Data(count: min(maximumFileSize, max(0, Int(status.st_size))))
         let count = data.withUnsafeMutableBytes { buffer -> Int in
             var total = 0
             while total < buffer.count {
@@ -63,7 +75,10 @@ public struct FlightRecording: Sendable, Equatable {
                 let count = min(Int(length), capacity - 1, max(0, file.count - offset - 1))
                 return String(decoding: file[(offset + 1)..<(offset + 1 + count)], as: UTF8.self)
             }
-            func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
+            // Between 1970 and 9999: whatever the file says, a date that every formatter can print.
+            func date(_ milliseconds: Int64) -> Date {
+                Date(timeIntervalSince1970: Double(min(max(milliseconds, 0), 253_402_300_799_000)) / 1000)
+            }
 
             guard file.count >= L.headerSize, load(L.Header.magic, UInt64.self) == L.magic,
                   load(L.Header.version, UInt32.self) == L.version,
@@ -92,7 +107,7 @@ public struct FlightRecording: Sendable, Equatable {
                 input.append(contentsOf: ring.prefix(kept - firstPart))
                 connections.append(Connection(
                     peer: string(slot + L.Slot.peer, capacity: L.Slot.peerCapacity),
-                    processing: load(slot + L.Slot.processing, UInt32.self) == 1,
+                    processingThread: load(slot + L.Slot.processing, Int32.self) ?? 0,
                     bytesIn: bytesIn, bytesOut: bytesOut, openedAt: date(openedAt),
                     lastInputAt: lastInputAt == 0 ? nil : date(lastInputAt), lastInput: input))
             }
@@ -102,6 +117,7 @@ public struct FlightRecording: Sendable, Equatable {
                 pid: load(L.Header.pid, Int32.self) ?? 0,
                 hostPid: load(L.Header.hostPid, Int32.self) ?? 0,
                 startedAt: date(load(L.Header.startedAt, Int64.self) ?? 0),
+                failingThread: load(L.Header.failingThread, Int32.self).flatMap { $0 == 0 ? nil : $0 },
                 connections: connections)
         }
     }

@@ -13,13 +13,16 @@ public struct InstanceFailureReport: Sendable {
     public var service: String
     public var instance: Int
     public var reason: String
+    /// It stopped answering liveness pings (it still runs, stuck).
+    public var hung: Bool
     /// The instance, to learn how it ends (`nil` if the supervisor no longer holds it).
     public var handle: (any InstanceHandle)?
 
-    public init(service: String, instance: Int, reason: String, handle: (any InstanceHandle)?) {
+    public init(service: String, instance: Int, reason: String, hung: Bool = false, handle: (any InstanceHandle)?) {
         self.service = service
         self.instance = instance
         self.reason = reason
+        self.hung = hung
         self.handle = handle
     }
 }

@@ -199,7 +199,14 @@ public actor Supervisor: Service {
         let effects = try record.machine.handle(input, at: .now())
         var failure: String?
         for effect in effects {
-            if case .instanceFailed(_, let reason) = effect { failure = reason }
+            if case .instanceFailed(let number, let reason) = effect {
+                failure = reason
+                // Before the disposal that follows: a hung instance is still as it was when it stopped answering.
+                let hung = effects.contains { if case .dispose(number, true, _) = $0 { true } else { false } }
+                let handle = record.current.flatMap { $0.number == number ? $0.handle : nil }
+                observer?.instanceFailed(InstanceFailureReport(service: name, instance: number, reason: reason, hung: hung,
+                                                               handle: handle))
+            }
             execute(effect, for: name, record)
         }
         // An instance the machine let go of without a stop or a disposal (it ended by itself) is over.
@@ -280,8 +287,6 @@ public actor Supervisor: Service {
             events.append(event)
         case .instanceFailed(let number, let reason):
             logger.error("service failed", metadata: ["service": "\(name)", "instance": "\(number)", "reason": "\(reason)"])
-            let handle = record.current.flatMap { $0.number == number ? $0.handle : nil }
-            observer?.instanceFailed(InstanceFailureReport(service: name, instance: number, reason: reason, handle: handle))
         case .escalate(let reason):
             logger.critical("restart intensity exceeded; escalating", metadata: ["service": "\(name)", "reason": "\(reason)"])
             finish(.failure(.escalated(service: name, reason: reason)))

@@ -216,8 +216,18 @@ struct Crashes: ParsableCommand {
                 chosen = suspect
             }
             if let output {
-                guard FileManager.default.createFile(atPath: output, contents: chosen.lastInput) else { fail("cannot write \(output)") }
+                // Mode 0600: the input may hold a password (AUTH) or mail. Not through a symbolic link.
+                let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { fail("cannot write \(output): \(String(cString: strerror(errno)))") }
+                let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+                do {
+                    try handle.write(contentsOf: chosen.lastInput)
+                } catch {
+                    fail("cannot write \(output): \(error)")
+                }
             } else {
+                // Raw bytes from a peer are not for a terminal (they may hold escape sequences).
+                guard isatty(STDOUT_FILENO) == 0 else { fail("the input is raw bytes: redirect it, or use -o FILE (or crashes show to read it)") }
                 FileHandle.standardOutput.write(chosen.lastInput)
             }
         }

@@ -40,6 +40,13 @@ import Testing
             let audit = try await ChaosAudit(host: host, load: load, settled: settled, baseline: baseline)
             print(audit.report(isolation: isolation, injection: injection))
             audit.expectAll(isolation: isolation)
+
+            // Every failure left a record (the newest 100 kept); none was blamed on the clients, whose
+            // input had nothing to do with them, so no one is quarantined.
+            let crashes = try host.crashes()
+            #expect(crashes.count == min(100, injection.total), "\(crashes.count) records")
+            #expect(crashes.allSatisfy { $0.suspect == nil }, "\(crashes.filter { $0.suspect != nil }.prefix(3))")
+            #expect(try host.quarantine().isEmpty)
         }
     }
 }

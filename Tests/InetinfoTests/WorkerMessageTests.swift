@@ -15,7 +15,7 @@ import Testing
             decoded += 1
         }
     }
-    #expect(decoded == 8)
+    #expect(decoded == 9)
     let malformed = try Data(contentsOf: corpus.appendingPathComponent("malformed")).dropFirst().split(separator: 0x0A)
     // Only the pong for a ping never sent is well-formed (the protocol, not the decoder, refuses it).
     let wellFormed = malformed.filter { WorkerMessageFuzzing.decodes(line: $0) }.map { String(decoding: $0, as: UTF8.self) }

@@ -43,18 +43,43 @@ final class CrashRecorder: InstanceObserver {
     func instanceFailed(_ failure: InstanceFailureReport) {
         let at = Date()
         let path = flightRecorders.file(service: failure.service, instance: failure.instance)
-        let recording = FlightRecording.read(path: path)
+        // Only the failed instance's own file counts (a worker could write another's).
+        let recording = FlightRecording.read(path: path).flatMap {
+            $0.service == failure.service && $0.instance == failure.instance ? $0 : nil
+        }
         let key = "\(failure.service).\(failure.instance)"
         inFlight.withLockedValue { _ = $0.insert(key) }
         Task.detached { [self] in
+            // The thread that crashed or reported the failure names its connection. A hang has no such
+            // thread: its suspect is a connection whose processing has not moved between two looks. Any
+            // other end (an exit, a kill from outside) accuses no one.
+            var suspect = recording?.suspect
+            if let recording, recording.failingThread == nil, failure.hung {
+                try? await Task.sleep(for: Self.hangSecondLook)
+                suspect = FlightRecording.read(path: path).flatMap { Self.stuck(in: recording, and: $0) }
+            }
             var end: InstanceEnd?
             if let handle = failure.handle { end = await Self.end(of: handle, within: Self.endAllowance) }
             let record = makeRecord(failure: failure, at: at, end: end, crashReport: end == nil ? nil : failure.handle?.crashReport,
-                                    recording: recording)
+                                    recording: recording, suspect: suspect)
             save(record)
             inFlight.withLockedValue { _ = $0.remove(key) }
             // An instance that did not end (abandoned) may still write its file; its end removes it.
             if end != nil || failure.handle == nil { unlink(path) }
+        }
+    }
+
+    /// How long after a hang's first look the second comes: a connection that a healthy thread processes is
+    /// done within microseconds, one that hangs its thread is still there, unchanged.
+    static let hangSecondLook = Duration.milliseconds(50)
+
+    /// The connection processed by the same thread, with the same input, in both looks.
+    static func stuck(in first: FlightRecording, and second: FlightRecording) -> FlightRecording.Connection? {
+        first.connections.first { before in
+            before.processing && second.connections.contains {
+                $0.peer == before.peer && $0.openedAt == before.openedAt && $0.processingThread == before.processingThread
+                    && $0.bytesIn == before.bytesIn
+            }
         }
     }
 
@@ -70,13 +95,29 @@ final class CrashRecorder: InstanceObserver {
         for path in flightRecorders.files() {
             defer { unlink(path) }
             guard let recording = FlightRecording.read(path: path) else { continue }
-            let at = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date()
+            let at = Date()
             let how = recording.pid == recording.hostPid ? "the host process (pid \(recording.hostPid)) ended while this instance ran"
                 : "the host process (pid \(recording.hostPid)) of this worker (pid \(recording.pid)) ended while it ran"
             let failure = InstanceFailureReport(service: recording.service, instance: recording.instance, reason: how, handle: nil)
-            var record = makeRecord(failure: failure, at: at, end: nil, crashReport: nil, recording: recording)
+            // Only a crash of one of its threads names a suspect: a host killed from outside accuses no one.
+            var record = makeRecord(failure: failure, at: at, end: nil, crashReport: nil, recording: recording,
+                                    suspect: recording.suspect)
             record.events = []
             save(record)
+        }
+    }
+
+    /// The host is stopping on purpose: the records still waiting for their instance's end are written
+    /// (within `timeout`), and no flight recorder left is a crash.
+    func finish(within timeout: Duration = .seconds(3)) async {
+        let deadline = ContinuousClock.now + timeout
+        while !inFlight.withLockedValue({ $0.isEmpty }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        // A record that is still pending keeps its file: the next start records it instead.
+        let pending = inFlight.withLockedValue { $0 }
+        for path in flightRecorders.files() where !pending.contains(where: { path.hasSuffix("/\($0).flight") }) {
+            unlink(path)
         }
     }
 
@@ -90,17 +131,23 @@ final class CrashRecorder: InstanceObserver {
         } catch {
             logger.error("cannot write a crash record", metadata: ["crash": "\(record.id)", "error": "\(error)"])
         }
-        if let suspect = record.suspect { quarantine.strike(suspect.address, crash: record.id, at: record.at) }
+        // A strike needs an address (the file that named it may have been written by a subverted worker).
+        if let suspect = record.suspect, IPAddressText.isValid(suspect.address) {
+            quarantine.strike(suspect.address, crash: record.id, at: record.at)
+        }
     }
 
     private func makeRecord(failure: InstanceFailureReport, at: Date, end: InstanceEnd?, crashReport: String?,
-                            recording: FlightRecording?) -> CrashRecord {
+                            recording: FlightRecording?, suspect: FlightRecording.Connection?) -> CrashRecord {
+        func isSuspect(_ connection: FlightRecording.Connection) -> Bool {
+            connection.peer == suspect?.peer && connection.openedAt == suspect?.openedAt
+        }
         let open = (recording?.connections ?? []).sorted { lhs, rhs in
-            if lhs.processing != rhs.processing { return lhs.processing }
+            if isSuspect(lhs) != isSuspect(rhs) { return isSuspect(lhs) }
             return (lhs.lastInputAt ?? lhs.openedAt) > (rhs.lastInputAt ?? rhs.openedAt)
         }
         let kept = open.prefix(CrashRecord.maximumConnections).map { connection in
-            CrashRecord.Connection(peer: connection.peer, suspect: connection.processing, bytesIn: connection.bytesIn,
+            CrashRecord.Connection(peer: connection.peer, suspect: isSuspect(connection), bytesIn: connection.bytesIn,
                                    bytesOut: connection.bytesOut, openedAt: connection.openedAt,
                                    lastInputAt: connection.lastInputAt, lastInput: Data(connection.lastInput))
         }
@@ -135,5 +182,14 @@ final class CrashRecorder: InstanceObserver {
                 resume(nil)
             }
         }
+    }
+}
+
+/// Whether a text is an IPv4 or IPv6 address, as the quarantine keys on them.
+enum IPAddressText {
+    static func isValid(_ text: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, text, &v4) == 1 || inet_pton(AF_INET6, text, &v6) == 1
     }
 }

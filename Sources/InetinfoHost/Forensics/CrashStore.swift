@@ -25,12 +25,16 @@ final class CrashStore: Sendable {
     /// A new id for a record made `at`: time first, so that names sort as the crashes happened.
     func makeID(at date: Date, service: String, instance: Int) -> String {
         var time = tm()
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        // Within 1970…9999 whatever the date (a leftover's may come from a damaged file): no conversion traps.
+        let clamped = min(max(date.timeIntervalSince1970, 0), 253_402_300_799.999)
+        var seconds = time_t(clamped.rounded(.down))
         gmtime_r(&seconds, &time)
-        let milliseconds = Int(date.timeIntervalSince1970 * 1000) % 1000
+        let milliseconds = Int((clamped - clamped.rounded(.down)) * 1000) % 1000
         let stamp = String(format: "%04d%02d%02d-%02d%02d%02d-%03d", Int(time.tm_year) + 1900, Int(time.tm_mon) + 1,
                            Int(time.tm_mday), Int(time.tm_hour), Int(time.tm_min), Int(time.tm_sec), milliseconds)
-        let base = "\(stamp)-\(service)-\(instance)"
+        // A leftover's service name comes from its file: only what a record's name may hold.
+        let name = String(service.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)) }.prefix(32))
+        let base = "\(stamp)-\(name.isEmpty ? "unknown" : name)-\(instance)"
         return lock.withLock {
             var id = base
             var attempt = 1
@@ -50,6 +54,7 @@ final class CrashStore: Sendable {
     }
 
     func write(_ record: CrashRecord) throws {
+        guard Self.isValid(id: record.id) else { throw CrashStoreError(id: record.id) }
         let data = try ControlJSON.encoder().encode(record)
         try lock.withLock {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -108,4 +113,9 @@ final class CrashStore: Sendable {
             return total + ((attributes?[.size] as? NSNumber)?.int64Value ?? 0)
         }
     }
+}
+
+struct CrashStoreError: Error, CustomStringConvertible {
+    var id: String
+    var description: String { "'\(id)' cannot name a crash record" }
 }

@@ -47,11 +47,10 @@ final class QuarantineBook: Service, Sendable {
 
     /// `push` gets the set of refused addresses now, then after every change.
     func subscribe(_ push: @escaping @Sendable (Set<String>) -> Void) {
-        let now = state.withLockedValue { state in
+        state.withLockedValue { state in
             state.subscribers.append(push)
-            return Set(state.entries.keys)
+            push(Set(state.entries.keys))
         }
-        push(now)
     }
 
     var addresses: Set<String> { state.withLockedValue { Set($0.entries.keys) } }
@@ -59,21 +58,22 @@ final class QuarantineBook: Service, Sendable {
     /// A crash whose suspect came from `address`. Returns the new entry if it quarantined the address.
     @discardableResult
     func strike(_ address: String, crash: String, at now: Date = Date()) -> QuarantineEntry? {
-        let (entry, push) = state.withLockedValue { state -> (QuarantineEntry?, (Set<String>, [@Sendable (Set<String>) -> Void])?) in
+        let entry = state.withLockedValue { state -> QuarantineEntry? in
             let settings = state.settings
-            guard settings.enabled, !settings.allow.contains(address), state.entries[address] == nil else { return (nil, nil) }
+            guard settings.enabled, !settings.allow.contains(address), state.entries[address] == nil else { return nil }
             let horizon = now.addingTimeInterval(-settings.window.seconds)
             var strikes = (state.strikes[address] ?? []).filter { $0.at > horizon }
             strikes.append((now, crash))
             guard strikes.count >= settings.after else {
                 state.strikes[address] = strikes
-                return (nil, nil)
+                return nil
             }
             state.strikes[address] = nil
             let entry = QuarantineEntry(address: address, since: now, until: now.addingTimeInterval(settings.time.seconds),
                                         crashes: strikes.map(\.crash))
             state.entries[address] = entry
-            return (entry, (Set(state.entries.keys), state.subscribers))
+            Self.push(state)
+            return entry
         }
         if let entry {
             logger.warning("peer quarantined: its input crashed a service", metadata: [
@@ -81,20 +81,26 @@ final class QuarantineBook: Service, Sendable {
                 "crashes": "\(entry.crashes.joined(separator: ","))",
             ])
         }
-        if let (addresses, subscribers) = push { subscribers.forEach { $0(addresses) } }
         return entry
+    }
+
+    /// Pushes the refused addresses to every subscriber, under the lock: changes arrive in the order they
+    /// were made. Subscribers only store the set or queue a message; none calls back into the book.
+    private static func push(_ state: State) {
+        let addresses = Set(state.entries.keys)
+        state.subscribers.forEach { $0(addresses) }
     }
 
     /// Ends a quarantine early; `false` if the address was not quarantined.
     func release(_ address: String) -> Bool {
-        let push = state.withLockedValue { state -> (Set<String>, [@Sendable (Set<String>) -> Void])? in
-            guard state.entries.removeValue(forKey: address) != nil else { return nil }
+        let released = state.withLockedValue { state -> Bool in
+            guard state.entries.removeValue(forKey: address) != nil else { return false }
             state.strikes[address] = nil
-            return (Set(state.entries.keys), state.subscribers)
+            Self.push(state)
+            return true
         }
-        guard let (addresses, subscribers) = push else { return false }
+        guard released else { return false }
         logger.notice("peer released from quarantine", metadata: ["address": "\(address)", "by": "operator"])
-        subscribers.forEach { $0(addresses) }
         return true
     }
 
@@ -104,28 +110,27 @@ final class QuarantineBook: Service, Sendable {
     }
 
     func update(settings: QuarantineSettings) {
-        let push = state.withLockedValue { state -> (Set<String>, [@Sendable (Set<String>) -> Void])? in
+        state.withLockedValue { state in
             state.settings = settings
             // Turning the quarantine off, or allowing an address, ends its quarantine.
             let before = state.entries.count
             state.entries = state.entries.filter { settings.enabled && !settings.allow.contains($0.key) }
-            return state.entries.count == before ? nil : (Set(state.entries.keys), state.subscribers)
+            if state.entries.count != before { Self.push(state) }
         }
-        if let (addresses, subscribers) = push { subscribers.forEach { $0(addresses) } }
     }
 
     /// Ends the quarantines that are due.
     func expire(at now: Date = Date()) {
-        let (expired, push) = state.withLockedValue { state -> ([String], (Set<String>, [@Sendable (Set<String>) -> Void])?) in
+        let expired = state.withLockedValue { state -> [String] in
             let expired = state.entries.values.filter { $0.until <= now }.map(\.address)
-            guard !expired.isEmpty else { return ([], nil) }
+            guard !expired.isEmpty else { return [] }
             expired.forEach { state.entries.removeValue(forKey: $0) }
-            return (expired, (Set(state.entries.keys), state.subscribers))
+            Self.push(state)
+            return expired
         }
         for address in expired {
             logger.notice("peer released from quarantine", metadata: ["address": "\(address)", "by": "expiry"])
         }
-        if let (addresses, subscribers) = push { subscribers.forEach { $0(addresses) } }
     }
 
     func run() async throws {

@@ -32,12 +32,14 @@ enum WorkerProcess {
         var service = "worker"
         var hostPID: pid_t = 0
         var logLevel = "info"
+        var journal = false
         var iterator = arguments.makeIterator()
         while let argument = iterator.next() {
             switch argument {
             case "--service": service = iterator.next() ?? service
             case "--host-pid": hostPID = iterator.next().flatMap { pid_t($0) } ?? 0
             case "--log-level": logLevel = iterator.next() ?? logLevel
+            case "--log-journal": journal = true
             default: break
             }
         }
@@ -45,7 +47,7 @@ enum WorkerProcess {
         _ = inetinfo_set_parent_death_signal(SIGKILL)
         guard hostPID > 0, getppid() == hostPID else { return 1 }
         for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE] { Glibc.signal(signal, SIG_IGN) }
-        InetinfoHost.bootstrapLogging(level: logLevel)
+        InetinfoHost.bootstrapLogging(level: logLevel, journal: journal)
 
         var logger = Logger(label: "inetinfo")
         logger[metadataKey: "service"] = "\(service)"

@@ -8,6 +8,7 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import Supervision
+import Systemd
 
 /// Runs each instance of a service in a worker process of its own (`isolation = process`): a trap, a
 /// segfault or an abort ends that worker only, and the supervisor restarts it as it would any failure.
@@ -32,6 +33,8 @@ final class WorkerRunner: InstanceRunner {
     private let readinessDelay: @Sendable () -> Duration?
     /// `SWIFT_BACKTRACE` in the workers.
     private let backtrace: String
+    /// The host logs to the journal: so do its workers, directly (their standard error is the host's pipe).
+    private let logsToJournal = JournaldLogHandler.isStandardErrorJournal
 
     private struct State {
         var spare: WorkerInstance?
@@ -112,11 +115,11 @@ final class WorkerRunner: InstanceRunner {
     /// The addresses every worker of the service must refuse: sent to each live one, and to every later
     /// one with its configuration.
     func updateQuarantine(_ addresses: Set<String>) {
-        let workers = state.withLockedValue { state in
+        state.withLockedValue { state in
             state.quarantine = addresses
-            return Array(state.live.values)
+            // Queued in order on each worker's channel (a send only queues): the last change arrives last.
+            state.live.values.forEach { $0.send(.quarantine(addresses.sorted())) }
         }
-        workers.forEach { $0.send(.quarantine(addresses.sorted())) }
     }
 
     private func startSpare(sockets: [ListeningSocket]) {
@@ -149,7 +152,7 @@ final class WorkerRunner: InstanceRunner {
         do {
             pid = try ChildProcess.spawn(executable: executable, name: "inetinfo",
                                          arguments: ["worker", "--service", service, "--host-pid", "\(getpid())",
-                                                     "--log-level", logLevel],
+                                                     "--log-level", logLevel] + (logsToJournal ? ["--log-journal"] : []),
                                          descriptors: [pair[1]] + sockets.map(\.fd), standardError: errorPipe[1],
                                          environment: ["SWIFT_BACKTRACE": backtrace])
         } catch {
@@ -163,15 +166,15 @@ final class WorkerRunner: InstanceRunner {
         let worker = WorkerInstance(pid: pid, channel: channel.futureResult, standardError: standardError,
                                     backtraces: !backtrace.contains("enable=no"), logger: logger)
         standardError.start { worker.crashStarted() }
-        let quarantine = state.withLockedValue { state in
-            state.live[pid] = worker
-            return state.quarantine
-        }
         // Everything but the instance number is known now: the worker builds its service while it waits,
-        // so that a spare's start costs no more than the start itself.
+        // so that a spare's start costs no more than the start itself. Sent under the lock that quarantine
+        // changes take: the worker gets its first quarantine before any later change.
         var prepared = configuration(sockets)
-        prepared.quarantine = quarantine.sorted()
-        worker.send(.prepare(prepared))
+        state.withLockedValue { state in
+            state.live[pid] = worker
+            prepared.quarantine = state.quarantine.sorted()
+            worker.send(.prepare(prepared))
+        }
         ClientBootstrap(group: group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -189,6 +192,7 @@ final class WorkerRunner: InstanceRunner {
         }
         Task.detached { [weak self] in
             let end = await ChildProcess.reap(pid)
+            worker.reaped()
             // The crash report is complete once the worker's standard error is (whatever it started may
             // hold it a little longer: not for long).
             await standardError.finished(within: .seconds(1))
@@ -220,6 +224,8 @@ final class WorkerInstance: InstanceHandle {
         var events: (@Sendable (InstanceEvent) -> Void)?
         /// When the worker's crash output began, if it did.
         var crashingSince: ContinuousClock.Instant?
+        /// `waitpid` returned: its pid (and process group) may belong to someone else from now on.
+        var reaped = false
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
         var readyReported = false
@@ -261,6 +267,11 @@ final class WorkerInstance: InstanceHandle {
     }
 
     var crashReport: String? { standardError?.crashReport }
+
+    /// Called by the reaper as soon as `waitpid` returns, before the end is known to everyone.
+    func reaped() {
+        state.withLockedValue { $0.reaped = true }
+    }
 
     /// The runtime began its crash output: the worker is crashing, not hung. The pings it can no longer
     /// answer are answered for it (for ``crashReportAllowance``), so that it ends as what it is, a crash.
@@ -310,9 +321,8 @@ final class WorkerInstance: InstanceHandle {
     /// group goes too: a worker killed while its runtime writes a crash report leaves no backtracer behind.
     func forceStop() {
         state.withLockedValue { state in
-            guard state.end == nil else { return }
-            // The group is named by the worker's pid, which cannot be reused while the worker is unreaped
-            // or any member of its group lives.
+            guard state.end == nil, !state.reaped else { return }
+            // The group is named by the worker's pid, which cannot be reused while the worker is unreaped.
             kill(-pid, SIGKILL)
             if state.pidfd >= 0 {
                 _ = inetinfo_pidfd_send_signal(state.pidfd, SIGKILL)

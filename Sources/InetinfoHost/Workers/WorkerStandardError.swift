@@ -13,10 +13,24 @@ import NIOConcurrencyHelpers
 final class WorkerStandardError: Sendable {
     static let tailBytes = 64 * 1024
 
-    /// Lines with which the Swift runtime begins its crash output: the message of a trap (`fatalError`,
-    /// `precondition`, a failed check), or the backtracer's header for a signal.
+    /// How the Swift runtime begins its crash output: the message of a trap (`fatalError`, `precondition`,
+    /// a failed check), `[FILE:LINE: ]Fatal error: …` at the start of a line, or the backtracer's header.
+    /// Anchored at the line's start (after the optional `FILE:LINE: `), so that a log line quoting a peer's
+    /// text cannot pass for one.
     static let messageMarkers = ["Fatal error:", "Precondition failed:", "Assertion failed:"]
     static let signalMarkers = ["*** Signal ", "*** Program crashed:", "💣 Program crashed:"]
+
+    static func isMessageLine(_ line: Substring) -> Bool {
+        if messageMarkers.contains(where: { line.hasPrefix($0) }) { return true }
+        // `SMTPService/SMTPService.swift:58: Fatal error: …`: one word without spaces, a line number.
+        guard let space = line.firstIndex(of: " "), line[..<space].hasSuffix(":") else { return false }
+        let location = line[..<line.index(before: space)]
+        guard let colon = location.lastIndex(of: ":"), !location[location.index(after: colon)...].isEmpty,
+              location[location.index(after: colon)...].allSatisfy(\.isASCII), location[location.index(after: colon)...].allSatisfy(\.isNumber)
+        else { return false }
+        let rest = line[line.index(after: space)...]
+        return messageMarkers.contains { rest.hasPrefix($0) }
+    }
 
     private struct State {
         var tail: [UInt8] = []
@@ -117,7 +131,7 @@ final class WorkerStandardError: Sendable {
         while lineStart < text.endIndex {
             let lineEnd = text[lineStart...].firstIndex(of: "\n") ?? text.endIndex
             let line = text[lineStart..<lineEnd]
-            if messageMarkers.contains(where: { line.contains($0) }) { message = lineStart }
+            if isMessageLine(line) { message = lineStart }
             if signal == nil, signalMarkers.contains(where: { line.hasPrefix($0) }) { signal = lineStart }
             lineStart = lineEnd < text.endIndex ? text.index(after: lineEnd) : text.endIndex
         }
