@@ -1,8 +1,9 @@
 import NIOCore
 
 /// How a connection from a quarantined peer ends: the service's refusal (SMTP `554 5.7.1`, HTTP `403`),
-/// then the close. Not one byte of its input is read: reading stays off, and nothing of the service's
-/// pipeline is installed.
+/// then the close. No byte of its input reaches the service: nothing of the service's pipeline is
+/// installed, and reading stays off (NIO still drains the socket if the peer half-closes; that input
+/// goes nowhere).
 enum QuarantineRefusal {
     /// How long the output side stays half-closed before the socket is closed: closing a socket with
     /// unread input resets the connection, and a reset that arrives before the peer read the refusal

@@ -116,4 +116,58 @@ import Testing
         #expect(FlightRecording.parse(whole.prefix(200))?.connections.isEmpty == true)
         #expect(FlightRecording.parse(whole.prefix(64)) == nil)
     }
+
+    @Test func onlyTheFailingThreadsConnectionIsTheSuspect() throws {
+        let recorder = try recorder()
+        // Handed to one other thread, which alone uses it (as an event loop owns its connections' slots).
+        nonisolated(unsafe) let busy = try #require(recorder.claim(peer: "127.0.0.1:1"))
+        let culprit = try #require(recorder.claim(peer: "127.0.0.2:1"))
+        // Another thread is in the middle of processing its connection…
+        let started = DispatchSemaphore(value: 0)
+        let finish = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            busy.setProcessing(true)
+            started.signal()
+            finish.wait()
+        }
+        thread.start()
+        started.wait()
+        // …when this one, processing its own, reports the failure.
+        culprit.setProcessing(true)
+        recorder.freeze()
+        finish.signal()
+
+        let recording = try read(recorder)
+        #expect(recording.connections.filter(\.processing).count == 2)
+        #expect(recording.suspect?.peer == "127.0.0.2:1")
+
+        // A failure reported by a thread that processes nothing names no one.
+        let other = try FlightRecorder(path: directory + "/other.flight", service: "http", instance: 1, pid: 1, hostPid: 1)
+        let connection = try #require(other.claim(peer: "127.0.0.3:1"))
+        connection.setProcessing(true)
+        let frozen = DispatchSemaphore(value: 0)
+        let reporter = Thread {
+            other.freeze()
+            frozen.signal()
+        }
+        reporter.start()
+        frozen.wait()
+        let recording2 = try #require(FlightRecording.read(path: other.path))
+        #expect(recording2.failingThread != nil && recording2.connections.first?.processing == true)
+        #expect(recording2.suspect == nil)
+    }
+
+    @Test func aReleasedSlotIsNotWrittenThroughAnyMore() throws {
+        let recorder = try recorder(slots: 1)
+        let first = try #require(recorder.claim(peer: "127.0.0.1:1"))
+        first.release()
+        let second = try #require(recorder.claim(peer: "127.0.0.1:2"))
+        // The first connection's handler finishing its read late must not touch the slot's new owner.
+        first.setProcessing(false)
+        Array("late".utf8).withUnsafeBytes { first.recordInput($0) }
+        second.setProcessing(true)
+        first.setProcessing(false)
+        let connection = try #require(try read(recorder).connections.first)
+        #expect(connection.peer == "127.0.0.1:2" && connection.processing && connection.bytesIn == 0)
+    }
 }
