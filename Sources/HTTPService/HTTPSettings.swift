@@ -47,7 +47,7 @@ public struct HTTPSettings: Sendable {
     public var webRoot: String
     public var keepAliveTimeoutSeconds: Int
     public var headerTimeoutSeconds: Int
-    /// A response that makes no progress this long closes its connection (``SendTimeoutHandler``).
+    /// A response that makes no progress this long closes its connection (``ServerInstance``'s connection head handler).
     public var sendTimeoutSeconds: Int
     public var maxConnections: Int
     public var maxConnectionsPerClient: Int

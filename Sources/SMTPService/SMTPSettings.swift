@@ -51,7 +51,7 @@ public struct SMTPSettings: Sendable {
     public var maxSessionsPerClient: Int
     public var maxBadCommands: Int
     public var idleTimeoutSeconds: Int
-    /// Replies that make no progress this long close the session (``SendTimeoutHandler``).
+    /// Replies that make no progress this long close the session (``ServerInstance``'s connection head handler).
     public var sendTimeoutSeconds: Int
     public var recipients: Recipients
     /// Maildirs live under `<mailRoot>/<domain>/<local-part>/`.

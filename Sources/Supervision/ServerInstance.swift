@@ -10,9 +10,9 @@ import NIOPosix
 /// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
 /// for them; a forced stop closes every connection at once.
 ///
-/// Every connection gets a ``FlightRecorderHandler`` first when the instance has a flight recorder, then
-/// a ``SendTimeoutHandler`` when `sendTimeout` is set: a peer that stops reading is cut off the same way
-/// in every service. A peer in the instance's quarantine gets `refusal` and is closed, its input unread.
+/// Every connection gets a ``ConnectionHeadHandler`` first: its flight recording when the instance has a
+/// recorder, and the send timeout when `sendTimeout` is set (a peer that stops reading is cut off the same
+/// way in every service). A peer in the instance's quarantine gets `refusal` and is closed, its input unread.
 public enum ServerInstance {
     public static func run(
         _ context: InstanceContext,
@@ -42,15 +42,13 @@ public enum ServerInstance {
                            quarantine.refuses(peer) {
                             return QuarantineRefusal.refuse(channel, with: refusal ?? "")
                         }
-                        do {
-                            if let recorder = context.flightRecorder {
-                                try channel.pipeline.syncOperations.addHandler(FlightRecorderHandler(recorder: recorder))
+                        if context.flightRecorder != nil || sendTimeout != nil {
+                            do {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    ConnectionHeadHandler(recorder: context.flightRecorder, sendTimeout: sendTimeout))
+                            } catch {
+                                return channel.eventLoop.makeFailedFuture(error)
                             }
-                            if let sendTimeout {
-                                try channel.pipeline.syncOperations.addHandler(SendTimeoutHandler(timeout: sendTimeout))
-                            }
-                        } catch {
-                            return channel.eventLoop.makeFailedFuture(error)
                         }
                         return childChannelInitializer(channel)
                     }
