@@ -60,26 +60,33 @@ public enum CrashPresenter {
 
     /// The bytes as lines of safe text, one per line the peer sent.
     public static func escapedLines(_ bytes: Data) -> [String] {
+        let hex = Array("0123456789ABCDEF".utf8)
         var lines: [String] = []
-        var current = ""
+        var current: [UInt8] = []
         var index = bytes.startIndex
+        func endLine(_ ending: String) {
+            current.append(contentsOf: ending.utf8)
+            lines.append(String(decoding: current, as: UTF8.self))
+            current.removeAll(keepingCapacity: true)
+        }
         while index < bytes.endIndex {
             let byte = bytes[index]
             index = bytes.index(after: index)
             switch byte {
             case 0x0D where index < bytes.endIndex && bytes[index] == 0x0A:
                 index = bytes.index(after: index)
-                lines.append(current + "\\r\\n")
-                current = ""
+                endLine("\\r\\n")
             case 0x0A:
-                lines.append(current + "\\n")
-                current = ""
-            case 0x5C: current += "\\\\"
-            case 0x20...0x7E: current.unicodeScalars.append(Unicode.Scalar(byte))
-            default: current += String(format: "\\x%02X", byte)
+                endLine("\\n")
+            case 0x5C:
+                current += [0x5C, 0x5C]
+            case 0x20...0x7E:
+                current.append(byte)
+            default:
+                current += [0x5C, UInt8(ascii: "x"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
             }
         }
-        if !current.isEmpty || lines.isEmpty { lines.append(current) }
+        if !current.isEmpty || lines.isEmpty { lines.append(String(decoding: current, as: UTF8.self)) }
         return lines
     }
 

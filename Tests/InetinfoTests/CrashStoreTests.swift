@@ -62,3 +62,12 @@ import Testing
         #expect(first.id.hasPrefix("20270115-080000-500-smtp-1"))
     }
 }
+
+/// A peer's input on an operator's terminal: every line as it was sent, nothing that a terminal would act on.
+@Test func crashShowRendersAPeersInputSafely() {
+    var input = Data("HELO x\r\nAUTH \\ LOGIN\n".utf8)
+    input += Data([0x1B, 0x5B, 0x33, 0x31, 0x6D, 0x00, 0xFF, 0x0D])
+    #expect(CrashPresenter.escapedLines(input) == [#"HELO x\r\n"#, #"AUTH \\ LOGIN\n"#, #"\x1B[31m\x00\xFF\x0D"#])
+    #expect(CrashPresenter.escapedLines(Data()) == [""])
+    #expect(CrashPresenter.escaped("a\u{1B}]0;title\u{07}b") == #"a\x1B]0;title\x07b"#)
+}
