@@ -63,8 +63,7 @@ public enum InetinfoHost {
         let flightRecorders = FlightRecorderDirectory(path: configuration.runtimeDirectory + "/flight")
         let crashes = CrashRecorder(store: CrashStore(directory: configuration.stateDirectory + "/crashes",
                                                       keep: configuration.crashesKeep, maxBytes: configuration.crashesMaxBytes),
-                                    flightRecorders: flightRecorders, quarantine: quarantine, events: events,
-                                    startedAt: startTime, logger: logger)
+                                    flightRecorders: flightRecorders, quarantine: quarantine, events: events, logger: logger)
         // In-process instances consult this one; each worker runner keeps its workers' copies up to date.
         let refused = PeerQuarantine()
         quarantine.subscribe { refused.replace(with: $0) }

@@ -22,6 +22,4 @@ public final class PeerQuarantine: Sendable {
     public func refuses(_ address: String) -> Bool {
         addresses.withLockedValue { $0.contains(address) }
     }
-
-    public var isEmpty: Bool { addresses.withLockedValue { $0.isEmpty } }
 }

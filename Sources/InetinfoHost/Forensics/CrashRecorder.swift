@@ -24,19 +24,17 @@ final class CrashRecorder: InstanceObserver {
     let flightRecorders: FlightRecorderDirectory
     private let quarantine: QuarantineBook
     private let events: EventLog
-    private let startedAt: ContinuousClock.Instant
     private let logger: Logger
     // Guards the instances ("service.instance") whose failure is being recorded: their flight recorder
     // files are the record's to remove, not the end's.
     private let inFlight = NIOLockedValueBox<Set<String>>([])
 
     init(store: CrashStore, flightRecorders: FlightRecorderDirectory, quarantine: QuarantineBook, events: EventLog,
-         startedAt: ContinuousClock.Instant, logger: Logger) {
+         logger: Logger) {
         self.store = store
         self.flightRecorders = flightRecorders
         self.quarantine = quarantine
         self.events = events
-        self.startedAt = startedAt
         self.logger = logger
     }
 

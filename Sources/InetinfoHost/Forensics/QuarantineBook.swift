@@ -53,8 +53,6 @@ final class QuarantineBook: Service, Sendable {
         }
     }
 
-    var addresses: Set<String> { state.withLockedValue { Set($0.entries.keys) } }
-
     /// A crash whose suspect came from `address`. Returns the new entry if it quarantined the address.
     @discardableResult
     func strike(_ address: String, crash: String, at now: Date = Date()) -> QuarantineEntry? {
