@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# The deployment files (deploy/): Kubernetes manifests against the Kubernetes schema, offline; the
+# Prometheus configuration and alert rules with promtool, and the rules' unit tests.
+scripts/check-deploy.sh
 swift build --build-tests
 # Suites run one after another: several of them load both cores on purpose (chaos, kill -9 cycles),
 # and timing-sensitive checks must not share the machine with them.

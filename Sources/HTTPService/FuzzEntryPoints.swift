@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -14,6 +15,7 @@ import Supervision
         public let connections: ConnectionLimiter
         let files: FileCache
         let accessLog: AccessLogSink
+        let metrics = HTTPMetrics(factory: NOOPMetricsHandler.instance)
 
         /// - Parameter accessLog: whether connections get the access log handler (written through a
         ///   logger that drops everything).
@@ -30,7 +32,7 @@ import Supervision
         public func makePipeline(channel: any Channel, accessLog: Bool? = nil) throws {
             let log = (accessLog ?? (self.accessLog.enabled != nil)) ? self.accessLog : nil
             try HTTPService.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
-                                        files: files, accessLog: log)
+                                        files: files, accessLog: log, metrics: metrics)
         }
     }
 

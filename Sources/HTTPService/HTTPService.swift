@@ -27,11 +27,12 @@ public struct HTTPService: HostedService {
         let accessLog = try AccessLogSink(settings.accessLog, logger: context.logger)
         defer { accessLog.close() }
         let files = FileCache(capacity: settings.fileCacheSize)
+        let metrics = HTTPMetrics(factory: context.metrics)
         try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds)),
                                      refusal: Self.quarantineRefusal) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try Self.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
-                                     files: files, accessLog: accessLog.enabled)
+                                     files: files, accessLog: accessLog.enabled, metrics: metrics)
             }
         }
     }
@@ -46,18 +47,22 @@ public struct HTTPService: HostedService {
     /// The handlers of one connection, in order; the fuzzer installs the very same ones on an
     /// `EmbeddedChannel`.
     static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, settings: HTTPSettings,
-                            connections: ConnectionLimiter, files: FileCache, accessLog: AccessLogSink?) throws {
+                            connections: ConnectionLimiter, files: FileCache, accessLog: AccessLogSink?,
+                            metrics: HTTPMetrics) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         // The parser's own ceiling: beyond it a request is cut off with 431. Below it, RequestGuard answers
         // 414 for a long request line and 431 for a large header block with the configured limits.
         limits.maxHeaderFieldSize = max(256 * 1024, settings.maxRequestLine, settings.maxHeaderSize)
         limits.maxHeaderListSize = max(256 * 1024, settings.maxRequestLine + settings.maxHeaderSize)
         limits.maxHeaderFieldCount = settings.maxHeaders
+        // The timeout handler sees each request head, the encoder each response: between them they time
+        // and count the exchanges, without a handler of their own (each one is a hop per read and write).
+        let meter = ExchangeMeter(metrics: metrics)
         let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
-                                             head: .seconds(Int64(settings.headerTimeoutSeconds)))
-        try pipeline.addHandler(ConnectionLimitHandler(limiter: connections))
+                                             head: .seconds(Int64(settings.headerTimeoutSeconds)), meter: meter)
+        try pipeline.addHandler(ConnectionLimitHandler(limiter: connections, metrics: metrics))
         try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts))
-        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts))
+        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts, meter: meter))
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                          limitConfiguration: limits)))
         // Before the pipelining handler: a 408 for a head that never completed answers no
@@ -77,10 +82,14 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     private let limiter: ConnectionLimiter
+    private let metrics: HTTPMetrics
     /// The peer address that holds a slot, once admitted.
     private var admitted: String??
 
-    init(limiter: ConnectionLimiter) { self.limiter = limiter }
+    init(limiter: ConnectionLimiter, metrics: HTTPMetrics) {
+        self.limiter = limiter
+        self.metrics = metrics
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         let client = context.channel.remoteAddress?.ipAddress
@@ -92,6 +101,8 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
             return
         }
         admitted = .some(client)
+        metrics.connectionsTotal.increment()
+        metrics.connectionsOpen.increment()
         context.fireChannelActive()
     }
 
@@ -100,7 +111,10 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let client = admitted { limiter.leave(client: client) }
+        if let client = admitted {
+            limiter.leave(client: client)
+            metrics.connectionsOpen.decrement()
+        }
         admitted = nil
         context.fireChannelInactive()
     }

@@ -29,10 +29,12 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     private var timer: (task: Scheduled<Void>, due: NIODeadline)?
     private var deadline: NIODeadline?
     private var context: ChannelHandlerContext?
+    private let meter: ExchangeMeter
 
-    init(keepAlive: TimeAmount, head: TimeAmount) {
+    init(keepAlive: TimeAmount, head: TimeAmount, meter: ExchangeMeter) {
         self.keepAlive = keepAlive
         self.head = head
+        self.meter = meter
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -65,6 +67,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            meter.requestArrived(head)
             unanswered += 1
             if Self.hasBody(head) {
                 phase = .readingBody

@@ -8,6 +8,8 @@ public enum ControlCommand: String, Codable, Sendable {
     case crashes
     /// The quarantine: `action` `list` (the default) or `release` (of `address`).
     case quarantine
+    /// `/metrics` (the Prometheus exposition) in `message`, when the host keeps metrics.
+    case metrics
 }
 
 /// One request: a JSON object on one line.
@@ -107,9 +109,11 @@ public struct HostInfo: Codable, Sendable, Equatable {
     public var degraded: Bool
     /// Why the systemd watchdog is not being pinged, `null` when it is (or none is armed).
     public var supervisorProblem: String?
+    /// Where the admin listener (`/metrics`, `/healthz`, `/readyz`) listens, `null` when it is off.
+    public var admin: String?
 
     public init(pid: Int32, uptimeSeconds: Double, isolation: String, watchdogUsec: UInt64?, faultInjection: Bool,
-                degraded: Bool, supervisorProblem: String?) {
+                degraded: Bool, supervisorProblem: String?, admin: String? = nil) {
         self.pid = pid
         self.uptimeSeconds = uptimeSeconds
         self.isolation = isolation
@@ -117,6 +121,7 @@ public struct HostInfo: Codable, Sendable, Equatable {
         self.faultInjection = faultInjection
         self.degraded = degraded
         self.supervisorProblem = supervisorProblem
+        self.admin = admin
     }
 
     // Absent values are written as `null`, not left out: the schema has every key.
@@ -129,6 +134,7 @@ public struct HostInfo: Codable, Sendable, Equatable {
         try container.encode(faultInjection, forKey: .faultInjection)
         try container.encode(degraded, forKey: .degraded)
         try container.encode(supervisorProblem, forKey: .supervisorProblem)
+        try container.encode(admin, forKey: .admin)
     }
 }
 

@@ -64,7 +64,8 @@ public struct StatusPresenter: Sendable {
         }
     }
 
-    static func duration(_ seconds: Double) -> String {
+    /// `3min 12s`, `2h 5min`: how long, as a person reads it.
+    public static func duration(_ seconds: Double) -> String {
         if seconds < 1 { return "\(Int(seconds * 1000))ms" }
         let total = Int(seconds)
         if total < 60 { return "\(total)s" }

@@ -13,6 +13,10 @@ struct HostControlHandler: ControlHandler {
     let crashes: CrashStore
     let quarantine: QuarantineBook
     let watchdogUsec: UInt64?
+    /// The admin listener's address, if it runs.
+    let admin: String?
+    /// `/metrics`, when the host keeps metrics (the `metrics` command prints the same).
+    let metrics: MetricsExposition?
     let started: ContinuousClock.Instant
     let logger: Logger
 
@@ -36,6 +40,11 @@ struct HostControlHandler: ControlHandler {
                 return .done(try await reloader.reload())
             case .events:
                 return .failure("events are streamed; this reply should not happen")
+            case .metrics:
+                guard let metrics else {
+                    throw HandlerError("the host keeps no metrics: they are kept when the admin listener runs (admin.listen, docs/operations.md)")
+                }
+                return .done(String(decoding: await metrics.exposition(), as: UTF8.self))
             case .crashes:
                 guard let id = request.id else { return ControlReply(ok: true, crashes: crashes.summaries()) }
                 guard let record = crashes.load(id: id) else { throw HandlerError("no crash record '\(id)' (list them with: inetinfoctl crashes)") }
@@ -88,7 +97,7 @@ struct HostControlHandler: ControlHandler {
             watchdogUsec: watchdogUsec,
             faultInjection: faults != nil,
             degraded: SupervisorHealth.isDegraded(all, supervisorProblem: problem),
-            supervisorProblem: problem)
+            supervisorProblem: problem, admin: admin)
         return HostStatus(host: host, services: services.map(Self.status), quarantine: quarantine.entries())
     }
 

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HostControl
 import Logging
@@ -54,6 +55,7 @@ public enum InetinfoHost {
         let logger = Logger(label: "inetinfo")
         let notifier = SystemdNotifier()
         let startTime = ContinuousClock.now
+        let startDate = Date()
         let environment = ProcessInfo.processInfo.environment
         let catalog = ServiceCatalog.entries
 
@@ -67,8 +69,9 @@ public enum InetinfoHost {
         // In-process instances consult this one; each worker runner keeps its workers' copies up to date.
         let refused = PeerQuarantine()
         quarantine.subscribe { refused.replace(with: $0) }
-        let sockets: [String: [ListeningSocket]]
+        let sockets: HostSockets
         let supervisor: Supervisor
+        let metrics: HostMetrics?
         let control: ControlServer
         let watchdogUsec: UInt64?
         do {
@@ -78,8 +81,15 @@ public enum InetinfoHost {
             sockets = try HostSockets.open(configuration: configuration, catalog: catalog, logger: logger)
             let hostName = ProcessInfo.processInfo.hostName
             let overview = catalog.map { entry in
-                (entry.name, configuration.services[entry.name]!.enabled, sockets[entry.name]?.map(\.address) ?? [])
+                (entry.name, configuration.services[entry.name]!.enabled, sockets.services[entry.name]?.map(\.address) ?? [])
             }
+            // Kept only when someone can read them: the admin listener is configured (or passed by systemd).
+            metrics = sockets.admin == nil ? nil : HostMetrics(isolation: configuration.isolation)
+            if let metrics, configuration.isolation == .process {
+                for entry in catalog { entry.declareMetrics(metrics.factory) }
+            }
+            let keepsMetrics = metrics != nil
+            let serviceMetrics = metrics?.factory ?? NOOPMetricsHandler.instance
             let workers = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let registrations = try catalog.map { entry -> ServiceRegistration in
                 let service = configuration.services[entry.name]!
@@ -98,48 +108,61 @@ public enum InetinfoHost {
                                                 hostName: hostName,
                                                 services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
                                                 sockets: sockets.map { .init(name: $0.name, address: $0.address) },
-                                                flightRecorderDirectory: configuration.flightRecorder ? flightRecorders.path : nil)
+                                                flightRecorderDirectory: configuration.flightRecorder ? flightRecorders.path : nil,
+                                                metrics: keepsMetrics)
                         },
-                        readinessDelay: { faults.takeSlowStart(of: entry.name) })
+                        readinessDelay: { faults.takeSlowStart(of: entry.name) },
+                        figures: metrics?.workers)
                     quarantine.subscribe { [weak workerRunner] in workerRunner?.updateQuarantine($0) }
+                    metrics?.workers?.addCollector { [weak workerRunner] timeout in await workerRunner?.collectFigures(within: timeout) }
                     runner = workerRunner
                 } else {
                     var hosted = try entry.make(context)
                     if configuration.faultInjection { hosted = faults.instrument(hosted) }
                     runner = InProcessRunner(service: hosted, forensics: InstanceForensics(
                         flightRecorders: configuration.flightRecorder ? flightRecorders : nil, hostPid: getpid(),
-                        quarantine: refused))
+                        quarantine: refused), metrics: serviceMetrics)
                 }
                 return ServiceRegistration(name: entry.name, runner: runner, settings: service.supervision,
-                                           sockets: sockets[entry.name] ?? [], enabled: service.enabled)
+                                           sockets: sockets.services[entry.name] ?? [], enabled: service.enabled)
             }
             // The supervisor gets a loop of its own: nothing a service does can block it.
             supervisor = Supervisor(services: registrations, isolation: configuration.isolation,
                                     maxAbandoned: configuration.maxAbandoned,
                                     maxTickAge: SupervisorHealth.maxTickAge(watchdogMicroseconds: watchdogUsec),
                                     eventLoop: MultiThreadedEventLoopGroup(numberOfThreads: 1).next(),
-                                    events: events, observer: crashes, logger: logger)
+                                    events: events, observer: crashes, metrics: serviceMetrics, logger: logger)
             control = try await ControlServer.bind(path: configuration.controlSocket,
                                                    group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             _ = try? notifier.notify(.status("cannot start: \(error)"), .errno(EINVAL))
-            return .failure
+            return error is ConfigurationError ? .configuration : .failure
         }
         logger.notice("inetinfo starting", metadata: [
             "pid": "\(getpid())", "isolation": "\(configuration.isolation.rawValue)",
             "control": "\(control.path)", "watchdogUsec": "\(watchdogUsec.map(String.init) ?? "none")",
-            "listen": "\(sockets.mapValues { $0.map(\.address) })",
+            "listen": "\(sockets.services.mapValues { $0.map(\.address) })", "admin": "\(sockets.admin?.address ?? "off")",
         ])
 
         let reloader = HostReloader(options: options, configuration: configuration, supervisor: supervisor, quarantine: quarantine,
                                     notifier: notifier, environment: environment,
-                                    startable: Set(sockets.keys), logger: logger)
+                                    startable: Set(sockets.services.keys), logger: logger)
+        let exposition = metrics.map {
+            MetricsExposition(metrics: $0, supervisor: supervisor, quarantine: quarantine, watchdogUsec: watchdogUsec,
+                              started: startDate)
+        }
         let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
                                          faults: configuration.faultInjection ? faults : nil, crashes: crashes.store,
                                          quarantine: quarantine, watchdogUsec: watchdogUsec,
-                                         started: startTime, logger: logger)
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                                         admin: sockets.admin?.address, metrics: exposition, started: startTime, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let admin = sockets.admin, let metrics, let exposition {
+            // First in the group, so last to stop: /readyz says 503 while the services stop.
+            services.append(.init(service: AdminServer(socket: admin, metrics: exposition, supervisor: supervisor, logger: logger)))
+            if let workers = metrics.workers { services.append(.init(service: FigureCollection(workers: workers))) }
+        }
+        services += [
             .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,
                   failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: ControlService(server: control, handler: handler)),
@@ -151,13 +174,13 @@ public enum InetinfoHost {
         }
         if let watchdogUsec {
             services.append(.init(service: WatchdogPinger(intervalMicroseconds: watchdogUsec, health: supervisor.health,
-                                                          notifier: notifier, logger: logger)))
+                                                          notifier: notifier, pings: metrics?.watchdogPings, logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(services: services,
                                                       gracefulShutdownSignals: handlesSignals ? [.sigterm, .sigint] : [],
                                                       logger: logger))
         started?(Handle(group: group))
-        defer { sockets.values.joined().forEach { $0.close() } }
+        defer { sockets.closeAll() }
         do {
             try await group.run()
             // Every instance has ended (or been abandoned): what is left in the flight recorders, once the
@@ -173,6 +196,21 @@ public enum InetinfoHost {
         } catch {
             logger.critical("inetinfo failed", metadata: ["error": "\(error)"])
             return .failure
+        }
+    }
+}
+
+/// Collects the workers' figures every second (process isolation, with metrics on), so that a worker's
+/// crash loses at most a second of its counts.
+struct FigureCollection: Service {
+    let workers: WorkerFigures
+
+    func run() async throws {
+        _ = try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await workers.collect(within: .seconds(1))
+                try await Task.sleep(for: .seconds(1))
+            }
         }
     }
 }

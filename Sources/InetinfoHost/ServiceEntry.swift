@@ -1,3 +1,4 @@
+import CoreMetrics
 import Supervision
 
 /// One hosted service the host knows: the single list of them is ``ServiceCatalog``.
@@ -12,15 +13,20 @@ public struct ServiceEntry: Sendable {
     public var check: @Sendable (ServiceContext) throws(SettingError) -> Void
     /// Builds the service from its configuration.
     public var make: @Sendable (ServiceContext) throws -> any HostedService
+    /// Makes every metric series the service counts, in a host that collects them from worker processes:
+    /// `/metrics` then shows them from the start (at 0), as it does when the service runs in the host.
+    public var declareMetrics: @Sendable (any MetricsFactory) -> Void
 
     public init(name: String, defaultListen: String, options: [String: String] = [:],
                 check: @escaping @Sendable (ServiceContext) throws(SettingError) -> Void = { _ in },
+                declareMetrics: @escaping @Sendable (any MetricsFactory) -> Void = { _ in },
                 make: @escaping @Sendable (ServiceContext) throws -> any HostedService) {
         self.name = name
         self.defaultListen = defaultListen
         self.options = options
         self.check = check
         self.make = make
+        self.declareMetrics = declareMetrics
     }
 }
 

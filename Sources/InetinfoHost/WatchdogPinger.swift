@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -11,6 +12,8 @@ struct WatchdogPinger: Service {
     let intervalMicroseconds: UInt64
     let health: SupervisorHealth
     let notifier: SystemdNotifier
+    /// `inetinfo_watchdog_pings_total`, when the host keeps metrics.
+    let pings: Counter?
     let logger: Logger
 
     func run() async throws {
@@ -31,6 +34,7 @@ struct WatchdogPinger: Service {
                     withheld = false
                     do {
                         try notifier.notify(.watchdog)
+                        pings?.increment()
                     } catch {
                         logger.warning("cannot send watchdog ping", metadata: ["error": "\(error)"])
                     }

@@ -25,6 +25,7 @@ final class SMTPHandler: ChannelInboundHandler {
         var sessions: ConnectionLimiter
         var names: MaildirNames
         var logger: Logger
+        var metrics: SMTPMetrics
         /// Ends the instance (the MS02-012 replay).
         var fail: @Sendable (String) -> Void
     }
@@ -35,6 +36,10 @@ final class SMTPHandler: ChannelInboundHandler {
     private var spool: MessageSpool?
     private var spoolError: MaildirError?
     private var message: (id: String, fileName: String)?
+    /// The current message's content octets so far.
+    private var messageBytes = 0
+    /// When the current message's commit began.
+    private var commitStarted: NIODeadline?
     /// The peer address holding a session slot, once admitted.
     private var admitted: String??
     private var quiescing = false
@@ -77,13 +82,18 @@ final class SMTPHandler: ChannelInboundHandler {
             return
         }
         admitted = .some(client)
+        environment.metrics.sessionsTotal.increment()
+        environment.metrics.sessionsOpen.increment()
         send(session.greeting, context: context)
         context.flush()
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let client = admitted { environment.sessions.leave(client: client) }
+        if let client = admitted {
+            environment.sessions.leave(client: client)
+            environment.metrics.sessionsOpen.decrement()
+        }
         admitted = nil
         discardSpool()
         context.fireChannelInactive()
@@ -182,6 +192,7 @@ final class SMTPHandler: ChannelInboundHandler {
             case .startMessage(let envelope):
                 startSpool(envelope, context: context)
             case .messageData(let octets):
+                messageBytes += octets.readableBytes
                 spool?.append(octets)
             case .discardMessage:
                 discardSpool()
@@ -205,6 +216,7 @@ final class SMTPHandler: ChannelInboundHandler {
         discardSpool()
         let names = environment.names.next()
         message = names
+        messageBytes = 0
         guard environment.delivery == .maildir else { return }
         do {
             let spool = try environment.writer.openSpool(recipients: envelope.recipients, uniqueName: names.fileName)
@@ -225,6 +237,7 @@ final class SMTPHandler: ChannelInboundHandler {
 
     private func commit(context: ChannelHandlerContext) {
         let id = message?.id ?? "-"
+        commitStarted = .now()
         guard environment.delivery == .maildir else {
             finishDelivery(.delivered(id: id), context: context)
             return
@@ -262,9 +275,13 @@ final class SMTPHandler: ChannelInboundHandler {
 
     private func finishDelivery(_ outcome: SMTPSession.DeliveryOutcome, context: ChannelHandlerContext) {
         spoolError = nil
-        if case .delivered(let id) = outcome, environment.delivery == .maildir {
-            environment.logger.info("message delivered", metadata: ["id": "\(id)"])
+        if case .delivered(let id) = outcome {
+            if environment.delivery == .maildir { environment.logger.info("message delivered", metadata: ["id": "\(id)"]) }
+            environment.metrics.messagesAccepted.increment()
+            environment.metrics.messageBytes.increment(by: messageBytes)
+            if let commitStarted { environment.metrics.deliveryDurations.recordNanoseconds((NIODeadline.now() - commitStarted).nanoseconds) }
         }
+        commitStarted = nil
         perform(session.deliveryFinished(outcome), context: context)
         if quiescing, !session.isClosed {
             perform(session.shuttingDown(), context: context)
@@ -280,6 +297,7 @@ final class SMTPHandler: ChannelInboundHandler {
     }
 
     private func send(_ text: String, context: ChannelHandlerContext) {
+        environment.metrics.replied(text)
         var out = context.channel.allocator.buffer(capacity: text.utf8.count + 2)
         out.writeString(text)
         out.writeString("\r\n")

@@ -53,7 +53,7 @@ public struct SMTPService: HostedService {
         }
         let environment = SMTPHandler.Environment(
             options: options, delivery: settings.delivery, writer: writer, commitPool: commitPool,
-            sessions: sessions, names: names, logger: context.logger,
+            sessions: sessions, names: names, logger: context.logger, metrics: SMTPMetrics(factory: context.metrics),
             fail: { [simulatedFailureCrashes] reason in
                 if simulatedFailureCrashes { fatalError("MS02-012 replay: \(reason)") }
                 context.fail(InstanceFailure(reason))

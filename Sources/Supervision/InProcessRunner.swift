@@ -1,3 +1,4 @@
+import CoreMetrics
 import Glibc
 import NIOConcurrencyHelpers
 import NIOCore
@@ -9,10 +10,14 @@ import NIOCore
 public struct InProcessRunner: InstanceRunner {
     public let service: any HostedService
     public let forensics: InstanceForensics?
+    /// Given to every instance (``InstanceContext/metrics``).
+    public let metrics: any MetricsFactory
 
-    public init(service: any HostedService, forensics: InstanceForensics? = nil) {
+    public init(service: any HostedService, forensics: InstanceForensics? = nil,
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance) {
         self.service = service
         self.forensics = forensics
+        self.metrics = metrics
     }
 
     public func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
@@ -20,7 +25,7 @@ public struct InProcessRunner: InstanceRunner {
                                       logger: spec.logger,
                                       flightRecorder: forensics?.makeRecorder(service: spec.service, instance: spec.number,
                                                                               logger: spec.logger),
-                                      quarantine: forensics?.quarantine, events: events)
+                                      quarantine: forensics?.quarantine, metrics: metrics, events: events)
         let service = self.service
         let task = Task.detached { () -> InstanceEnd in
             do {

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -25,6 +26,8 @@ public final class InstanceContext: Sendable {
     public let flightRecorder: FlightRecorder?
     /// The peers the instance refuses at connect; `nil` refuses none.
     public let quarantine: PeerQuarantine?
+    /// Where the instance counts what it does (swift-metrics); a no-op factory when the host keeps no metrics.
+    public let metrics: any MetricsFactory
 
     private struct State {
         var readyReported = false
@@ -46,6 +49,7 @@ public final class InstanceContext: Sendable {
     /// - Parameter events: where the instance's ready and failure reports go (its runner).
     public init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
                 flightRecorder: FlightRecorder? = nil, quarantine: PeerQuarantine? = nil,
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance,
                 events: @escaping @Sendable (InstanceEvent) -> Void) {
         self.service = service
         self.number = number
@@ -53,6 +57,7 @@ public final class InstanceContext: Sendable {
         self.logger = logger
         self.flightRecorder = flightRecorder
         self.quarantine = quarantine
+        self.metrics = metrics
         self.events = events
     }
 

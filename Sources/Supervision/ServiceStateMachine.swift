@@ -111,6 +111,8 @@ public struct ServiceStateMachine: Sendable {
     public private(set) var instanceNumber = 0
     /// Restarts after failures: the service's own, or (shared isolation) another service's.
     public private(set) var restarts = 0
+    /// ``restarts`` by what failed (`inetinfo_service_restarts_total{cause}`).
+    public private(set) var restartsByCause: [RestartCause: Int] = [:]
     public private(set) var lastFailure: FailureRecord?
     public private(set) var since: Date
     private(set) var phase: Phase = .stopped
@@ -200,10 +202,12 @@ public struct ServiceStateMachine: Sendable {
             return transition(to: .running(instance), reason: "ready", at: now)
         case .failed(let number, let reason):
             guard let instance = liveInstance(number) else { return [] }
-            return fail(instance, reason: reason, hung: false, at: now)
+            return fail(instance, reason: reason, hung: false, cause: .thrown, at: now)
         case .ended(let number, let end):
             guard let instance = liveInstance(number) else { return [] }
-            if let failure = end.failureReason { return fail(instance, reason: failure, hung: false, end: end, at: now) }
+            if let failure = end.failureReason {
+                return fail(instance, reason: failure, hung: false, end: end, cause: RestartCause(end), at: now)
+            }
             let uptime = now.instant - instance.startedAt
             if settings.restartPolicy.restarts(afterFailure: false) {
                 return scheduleRestart(uptime: uptime, reason: "exited", at: now)
@@ -224,7 +228,7 @@ public struct ServiceStateMachine: Sendable {
             case .starting(let instance), .running(let instance):
                 lastFailure = FailureRecord(reason: reason, at: now.date)
                 return [.dispose(instance: instance.number, hung: false, gracePeriod: settings.shutdownTimeout)]
-                    + recover(uptime: now.instant - instance.startedAt, reason: reason, at: now)
+                    + recover(uptime: now.instant - instance.startedAt, reason: reason, cause: .sharedFate, at: now)
             case .stopping, .stopped, .backoff, .failed:
                 return []
             }
@@ -234,7 +238,7 @@ public struct ServiceStateMachine: Sendable {
             if let sent = instance.pingSentAt {
                 guard now.instant - sent > settings.livenessTimeout else { return [] }
                 return fail(instance, reason: "hung: no answer to a liveness ping within \(settings.livenessTimeout.milliseconds) ms",
-                            hung: true, at: now)
+                            hung: true, cause: .hang, at: now)
             }
             guard now.instant - instance.lastPong >= settings.livenessInterval else { return [] }
             instance.pingSentAt = now.instant
@@ -249,7 +253,7 @@ public struct ServiceStateMachine: Sendable {
         case .startupDeadline(let number):
             guard case .starting(let instance) = phase, instance.number == number else { return [] }
             return fail(instance, reason: "startup timeout: not ready after \(settings.startupTimeout.milliseconds) ms",
-                        hung: false, at: now)
+                        hung: false, cause: .startupTimeout, at: now)
         case .restartDue(let token):
             guard case .backoff(token) = phase, !closing else { return [] }
             return launch(reason: "restart after backoff", at: now)
@@ -342,14 +346,14 @@ public struct ServiceStateMachine: Sendable {
     /// The failure path: the failed instance is disposed of, and the service restarted or given up on
     /// according to its policy and intensity.
     private mutating func fail(_ instance: Instance, reason: String, hung: Bool, end: InstanceEnd? = nil,
-                               at now: Moment) -> [Effect] {
+                               cause: RestartCause, at now: Moment) -> [Effect] {
         lastFailure = FailureRecord(reason: reason, at: now.date, signal: end?.signalName, exitStatus: end?.exitStatus)
         return [.instanceFailed(instance: instance.number, reason: reason),
                 .dispose(instance: instance.number, hung: hung, gracePeriod: settings.shutdownTimeout)]
-            + recover(uptime: now.instant - instance.startedAt, reason: reason, at: now)
+            + recover(uptime: now.instant - instance.startedAt, reason: reason, cause: cause, at: now)
     }
 
-    private mutating func recover(uptime: Duration, reason: String, at now: Moment) -> [Effect] {
+    private mutating func recover(uptime: Duration, reason: String, cause: RestartCause, at now: Moment) -> [Effect] {
         guard !closing else { return transition(to: .stopped, reason: reason, at: now) }
         guard settings.restartPolicy.restarts(afterFailure: true) else {
             return transition(to: .failed, reason: "\(reason); not restarted (\(settings.restartPolicy.rawValue))", at: now)
@@ -360,6 +364,7 @@ public struct ServiceStateMachine: Sendable {
             return settings.onMaxRestarts == .escalate ? failed + [.escalate(reason: limit)] : failed
         }
         restarts += 1
+        restartsByCause[cause, default: 0] += 1
         return scheduleRestart(uptime: uptime, reason: reason, at: now)
     }
 

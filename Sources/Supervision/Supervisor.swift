@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -29,12 +30,24 @@ public actor Supervisor: Service {
         var restartTimer: Task<Void, Never>?
         /// Operators waiting for a graceful stop of this service to finish.
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        /// `inetinfo_service_restarts_total{service,cause}`, every cause from the start (a series at 0
+        /// is a fact too).
+        let restartCounters: [RestartCause: CoreMetrics.Counter]
+        /// `inetinfo_service_ping_duration_seconds{service}`: liveness ping round trips.
+        let pingDurations: CoreMetrics.Timer
 
-        init(_ registration: ServiceRegistration) {
+        init(_ registration: ServiceRegistration, metrics: any MetricsFactory) {
             machine = ServiceStateMachine(name: registration.name, settings: registration.settings,
                                           enabled: registration.enabled)
             runner = registration.runner
             sockets = registration.sockets
+            let service = ("service", registration.name)
+            restartCounters = Dictionary(uniqueKeysWithValues: RestartCause.allCases.map { cause in
+                (cause, CoreMetrics.Counter(label: "inetinfo_service_restarts_total",
+                                            dimensions: [service, ("cause", cause.rawValue)], factory: metrics))
+            })
+            pingDurations = CoreMetrics.Timer(label: "inetinfo_service_ping_duration_seconds", dimensions: [service],
+                                              factory: metrics)
         }
 
         /// Lets go of the handle of instance `number` (its disposal or stop takes it over).
@@ -50,6 +63,9 @@ public actor Supervisor: Service {
     private let startedAt = ContinuousClock.now
     private let records: [String: Record]
     private let order: [String]
+    /// The services as of the last input each was fed, for readers that must not wait for the supervisor's
+    /// loop (the admin listener's `/readyz` and `/metrics` answer while it is wedged).
+    private nonisolated let board: NIOLockedValueBox<[String: ServiceSnapshot]>
     private var tickTask: Task<Void, Never>?
     /// Set once ``run()`` is over: from then on nothing hops onto the supervisor's loop any more (its owner
     /// may shut it down). Timers and instance reports run off the loop and check it first.
@@ -64,10 +80,11 @@ public actor Supervisor: Service {
     ///   - eventLoop: the loop the supervisor runs on; give it one that no service uses.
     ///   - events: where state changes are recorded.
     ///   - observer: learns of every failed and every ended instance (the host's crash records).
+    ///   - metrics: where restarts and liveness ping round trips are counted.
     public init(services: [ServiceRegistration], isolation: IsolationMode, maxAbandoned: Int = 3,
                 maxTickAge: TimeAmount = SupervisorHealth.maxTickAge(watchdogMicroseconds: nil),
                 eventLoop: any EventLoop, events: EventLog = EventLog(), observer: (any InstanceObserver)? = nil,
-                logger: Logger) {
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance, logger: Logger) {
         self.eventLoop = eventLoop
         self.events = events
         self.observer = observer
@@ -75,7 +92,9 @@ public actor Supervisor: Service {
         self.logger = logger
         self.health = SupervisorHealth(maxAbandoned: maxAbandoned, maxTickAge: maxTickAge)
         self.order = services.map(\.name)
-        self.records = Dictionary(services.map { ($0.name, Record($0)) }, uniquingKeysWith: { first, _ in first })
+        let records = Dictionary(services.map { ($0.name, Record($0, metrics: metrics)) }, uniquingKeysWith: { first, _ in first })
+        self.records = records
+        self.board = NIOLockedValueBox(records.mapValues(Self.snapshot))
     }
 
     // MARK: - Running
@@ -124,6 +143,12 @@ public actor Supervisor: Service {
 
     public func snapshot() -> [ServiceSnapshot] {
         order.compactMap { records[$0].map(Self.snapshot) }
+    }
+
+    /// The services as they were after the last input each was fed: what ``snapshot()`` says, without
+    /// waiting for the supervisor's loop (which may be wedged, or busy).
+    public nonisolated func latestSnapshot() -> [ServiceSnapshot] {
+        board.withLockedValue { board in order.compactMap { board[$0] } }
     }
 
     public func snapshot(of name: String) throws(SupervisorError) -> ServiceSnapshot {
@@ -196,7 +221,11 @@ public actor Supervisor: Service {
 
     private func feed(_ name: String, _ input: ServiceStateMachine.Input) throws(SupervisorError) {
         let record = try record(name)
+        let restartsBefore = record.machine.restartsByCause
         let effects = try record.machine.handle(input, at: .now())
+        for (cause, count) in record.machine.restartsByCause where count != restartsBefore[cause] {
+            record.restartCounters[cause]?.increment(by: count - (restartsBefore[cause] ?? 0))
+        }
         var failure: String?
         for effect in effects {
             if case .instanceFailed(let number, let reason) = effect {
@@ -214,6 +243,8 @@ public actor Supervisor: Service {
             record.current = nil
         }
         if case .ended(let number, _) = input { observer?.instanceEnded(service: name, instance: number) }
+        let snapshot = Self.snapshot(record)
+        board.withLockedValue { $0[name] = snapshot }
         if record.machine.state != .stopping, !record.stopWaiters.isEmpty {
             let waiters = record.stopWaiters
             record.stopWaiters = []
@@ -258,7 +289,11 @@ public actor Supervisor: Service {
             }
         case .ping(let number):
             guard let current = record.current, current.number == number else { return }
+            let sent = ContinuousClock.now
+            let durations = record.pingDurations
             current.handle.ping { [weak self] in
+                let (seconds, attoseconds) = (ContinuousClock.now - sent).components
+                durations.recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
                 self?.deliver(name, .pingAnswered(instance: number))
             }
         case .stop(let number, let gracePeriod):

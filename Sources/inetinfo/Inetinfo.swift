@@ -11,7 +11,8 @@ struct Inetinfo: AsyncParsableCommand {
             Runs in the foreground. Without arguments: SMTP on 127.0.0.1:2525, HTTP on 127.0.0.1:8080, state \
             under ./var, control socket ./var/run/inetinfo.sock. Exit status: 0 after a clean stop, 1 when it \
             cannot start, 70 when a service escalated past its restart intensity, 78 for a bad configuration.
-            """)
+            """,
+        version: InetinfoHost.version)
 
     @Option(name: .long, help: "A TOML configuration file.")
     var config: String?
@@ -43,6 +44,9 @@ struct Inetinfo: AsyncParsableCommand {
     @Option(name: .customLong("set"), help: ArgumentHelp("Set any configuration key, e.g. --set supervisor.max-restarts=5.", valueName: "KEY=VALUE"))
     var assignments: [String] = []
 
+    @Flag(name: .customLong("check-config"), help: "Check the configuration and exit: 0 when it is valid, 78 (naming the key) when not. Opens no socket, writes nothing.")
+    var checkConfig = false
+
     /// `inetinfo worker …` is how the host starts a worker process (`isolation = process`); it is not
     /// meant for people, so it stays out of the parsed interface.
     static func main() async {
@@ -72,6 +76,10 @@ struct Inetinfo: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("inetinfo: \(error)\n".utf8))
             throw ExitCode(InetinfoHost.ExitStatus.configuration.rawValue)
+        }
+        if checkConfig {
+            print("inetinfo: configuration OK (\(config ?? "defaults"))")
+            return
         }
         InetinfoHost.bootstrapLogging(level: configuration.logLevel)
         let status = await InetinfoHost.run(options: options, configuration: configuration)

@@ -9,7 +9,7 @@ struct Inetinfoctl: ParsableCommand {
         abstract: "Inspect and steer a running inetinfo host.",
         discussion: "Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error.",
         subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self, Crashes.self,
-                      Quarantine.self])
+                      Quarantine.self, Metrics.self])
 
     /// `inetinfoctl [--socket PATH] COMMAND …`: the socket may come before the command, as in the
     /// documented interface, so it is moved behind the command and its subcommands before parsing.
@@ -54,8 +54,17 @@ struct Status: ParsableCommand {
     @OptionGroup var socket: SocketOption
     @Argument(help: "Only this service.") var service: String?
     @Flag(help: "Print the status as one JSON object.") var json = false
+    @Flag(help: "Keep showing it: redrawn in place on a terminal (like top), one line per service and refresh otherwise. Ctrl-C ends it.")
+    var watch = false
+    @Option(help: "Seconds between refreshes of --watch (0.1 to 3600).") var interval: Double = 2
+
+    func validate() throws {
+        guard interval.isFinite, (0.1...3600).contains(interval) else { throw ValidationError("--interval must be between 0.1 and 3600 seconds") }
+        guard !(watch && json) else { throw ValidationError("--watch and --json do not go together (use events --follow --json)") }
+    }
 
     func run() throws {
+        if watch { StatusWatch(socket: socket, service: service, interval: interval).run() }
         let reply: ControlReply
         do {
             reply = try socket.client().send(ControlRequest(command: .status, service: service))
@@ -114,12 +123,22 @@ struct Events: ParsableCommand {
     @OptionGroup var socket: SocketOption
     @Flag(help: "Keep printing events as they happen.") var follow = false
     @Flag(help: "One JSON object per line.") var json = false
+    @Option(help: ArgumentHelp("Only events of the last DURATION: 90s, 10m, 2h, 1d (a number alone is seconds).", valueName: "DURATION"))
+    var since: String?
+
+    func validate() throws {
+        if let since, DurationText.seconds(since) == nil {
+            throw ValidationError("--since '\(since)' is not a duration such as 30s, 10m, 2h or 1d")
+        }
+    }
 
     func run() throws {
         let encoder = ControlJSON.encoder()
+        let earliest = since.flatMap(DurationText.seconds).map { Date().addingTimeInterval(-$0) }
         do {
             try socket.client(timeout: follow ? 0 : 10).exchange(ControlRequest(command: .events, follow: follow)) { reply in
                 guard reply.ok, let event = reply.event else { fail(reply.error ?? "unexpected reply") }
+                if let earliest, event.time < earliest { return true }
                 if json {
                     print(String(decoding: try encoder.encode(event), as: UTF8.self))
                 } else {
@@ -154,6 +173,15 @@ func ask(_ request: ControlRequest, socket: SocketOption) -> ControlReply {
 
 func printJSON(_ value: some Encodable) throws {
     print(String(decoding: try ControlJSON.encoder().encode(value), as: UTF8.self))
+}
+
+struct Metrics: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the host's metrics in the Prometheus text format (what /metrics serves; the host keeps them when admin.listen is set).")
+    @OptionGroup var socket: SocketOption
+    func run() throws {
+        print(ask(ControlRequest(command: .metrics), socket: socket).message ?? "", terminator: "")
+    }
 }
 
 struct Crashes: ParsableCommand {

@@ -24,6 +24,11 @@ public struct HostConfiguration: Sendable, Equatable {
     /// Whether instances keep a flight recorder (`crashes.flight-recorder`; off only to measure its cost).
     public var flightRecorder = true
     public var quarantine = QuarantineSettings()
+    /// Where the admin listener serves `/metrics`, `/healthz` and `/readyz` (`admin.listen`); `nil`: off
+    /// (unless systemd passes a socket named `admin`).
+    public var adminListen: String?
+    /// Whether the admin listener may listen on an address other than loopback (`admin.allow-remote`).
+    public var adminAllowRemote = false
     public var services: [String: ServiceConfiguration] = [:]
 
     /// Per-service keys: the supervision settings (`supervisor.*` overridden by `<service>.*`),
@@ -45,6 +50,7 @@ public struct HostConfiguration: Sendable, Equatable {
     ]
     static let hostKeys: Set<String> = ["isolation", "state-dir", "control-socket", "fault-injection", "log-level"]
     static let crashKeys: Set<String> = ["keep", "max-bytes", "backtrace", "flight-recorder"]
+    static let adminKeys: Set<String> = ["listen", "allow-remote"]
     static let hostSupervisorKeys: Set<String> = [
         "max-abandoned", "spare-workers", "quarantine", "quarantine-after", "quarantine-window", "quarantine-time",
         "quarantine-allow",
@@ -63,6 +69,7 @@ public struct HostConfiguration: Sendable, Equatable {
             switch section {
             case "host": known = Self.hostKeys.contains(name)
             case "crashes": known = Self.crashKeys.contains(name)
+            case "admin": known = Self.adminKeys.contains(name)
             case "supervisor": known = Self.supervisionKeys.contains(name) || Self.hostSupervisorKeys.contains(name)
             default:
                 let entry = catalog.first { $0.name == section }
@@ -93,6 +100,22 @@ public struct HostConfiguration: Sendable, Equatable {
         quarantine.time = try reader.seconds("supervisor.quarantine-time", in: 1...31_536_000) ?? .seconds(3600)
         if let allow = values["supervisor.quarantine-allow"]?.value {
             quarantine.allow = Set(allow.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+
+        adminAllowRemote = try reader.bool("admin.allow-remote") ?? false
+        if let listen = try reader.string("admin.listen") {
+            let host: String
+            do {
+                (host, _) = try ListeningSocket.split(endpoint: listen)
+            } catch {
+                throw reader.error("admin.listen", "'\(listen)': \(error.detail ?? "expected HOST:PORT")")
+            }
+            // The figures and the probes tell whoever asks how the host is doing and what it serves: only
+            // to this machine, unless the operator says otherwise.
+            guard adminAllowRemote || AdminAddress.isLoopback(host) else {
+                throw reader.error("admin.listen", "'\(listen)' is not a loopback address; set admin.allow-remote = true to serve metrics and probes to other machines")
+            }
+            adminListen = listen
         }
 
         let defaults = try reader.supervision(prefix: "supervisor", base: SupervisionSettings())

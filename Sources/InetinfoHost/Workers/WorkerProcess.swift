@@ -1,4 +1,5 @@
 import CProcessControl
+import CoreMetrics
 import Foundation
 import Glibc
 import HostControl
@@ -97,6 +98,8 @@ private final class Worker: Sendable {
     private let hostPID: pid_t
     /// The host's quarantine, as this worker's instance consults it.
     private let quarantine = PeerQuarantine()
+    /// What the instance counts, until the host collects it.
+    private let figures = FigureRecorder()
     // Guards the channel, what was prepared, the instance and the exit: touched by the channel's loop and
     // the instance's task.
     private let state = NIOLockedValueBox(State())
@@ -157,7 +160,9 @@ private final class Worker: Sendable {
             }
         case .quarantine(let addresses):
             quarantine.replace(with: Set(addresses))
-        case .ready, .failed, .pong:
+        case .collect(let id):
+            _ = send(.figures(id, figures.collect()))
+        case .ready, .failed, .pong, .figures:
             break  // worker-to-host messages
         }
     }
@@ -213,7 +218,8 @@ private final class Worker: Sendable {
         let forensics = InstanceForensics(
             flightRecorders: prepared.configuration.flightRecorderDirectory.map(FlightRecorderDirectory.init(path:)),
             hostPid: hostPID, quarantine: quarantine)
-        let instance = InProcessRunner(service: service, forensics: forensics).launch(spec) { event in
+        let metrics: any MetricsFactory = prepared.configuration.metrics ? figures : NOOPMetricsHandler.instance
+        let instance = InProcessRunner(service: service, forensics: forensics, metrics: metrics).launch(spec) { event in
             switch event {
             case .ready: _ = self.send(.ready)
             case .failed(let reason): self.reportFailure(reason)

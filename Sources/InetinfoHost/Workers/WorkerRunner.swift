@@ -35,6 +35,8 @@ final class WorkerRunner: InstanceRunner {
     private let backtrace: String
     /// The host logs to the journal: so do its workers, directly (their standard error is the host's pipe).
     private let logsToJournal = JournaldLogHandler.isStandardErrorJournal
+    /// Where the workers' figures go (the host keeps metrics); `nil`: they are never asked.
+    private let figures: WorkerFigures?
 
     private struct State {
         var spare: WorkerInstance?
@@ -58,7 +60,7 @@ final class WorkerRunner: InstanceRunner {
     init(executable: String, service: String, spares: Int, group: any EventLoopGroup, logger: Logger, logLevel: String,
          backtrace: Bool,
          configuration: @escaping @Sendable (_ sockets: [ListeningSocket]) -> WorkerConfiguration,
-         readinessDelay: @escaping @Sendable () -> Duration?) {
+         readinessDelay: @escaping @Sendable () -> Duration?, figures: WorkerFigures? = nil) {
         // The host's environment wins (ChildProcess keeps what is inherited), as the unit's `enable=no` does.
         self.backtrace = ProcessInfo.processInfo.environment["SWIFT_BACKTRACE"] ?? (backtrace ? Self.backtraceEnabled : Self.backtraceDisabled)
         self.executable = executable
@@ -69,6 +71,7 @@ final class WorkerRunner: InstanceRunner {
         self.logLevel = logLevel
         self.configuration = configuration
         self.readinessDelay = readinessDelay
+        self.figures = figures
     }
 
     func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
@@ -122,6 +125,14 @@ final class WorkerRunner: InstanceRunner {
         }
     }
 
+    /// Asks every live worker for its figures; returns once all answered, or after `timeout`.
+    func collectFigures(within timeout: Duration) async {
+        let workers = state.withLockedValue { Array($0.live.values) }
+        await withTaskGroup(of: Void.self) { group in
+            for worker in workers { group.addTask { await worker.collectFigures(within: timeout) } }
+        }
+    }
+
     private func startSpare(sockets: [ListeningSocket]) {
         guard state.withLockedValue({ !$0.closed && $0.spare == nil }) else { return }
         do {
@@ -164,7 +175,7 @@ final class WorkerRunner: InstanceRunner {
         let standardError = WorkerStandardError(fd: errorPipe[0])
         let channel = group.next().makePromise(of: (any Channel).self)
         let worker = WorkerInstance(pid: pid, channel: channel.futureResult, standardError: standardError,
-                                    backtraces: !backtrace.contains("enable=no"), logger: logger)
+                                    backtraces: !backtrace.contains("enable=no"), figures: figures, logger: logger)
         standardError.start { worker.crashStarted() }
         // Everything but the instance number is known now: the worker builds its service while it waits,
         // so that a spare's start costs no more than the start itself. Sent under the lock that quarantine
@@ -214,7 +225,11 @@ final class WorkerInstance: InstanceHandle {
     private let standardError: WorkerStandardError?
     /// Whether the worker runs the Swift runtime's backtracer when it crashes.
     private let backtraces: Bool
+    /// Where the worker's figures go.
+    private let figures: WorkerFigures?
     private let logger: Logger
+    /// Collections a worker may leave unanswered before it is asked no more (a hung worker answers none).
+    static let maximumOutstandingCollections = 8
 
     /// How long a worker whose runtime is writing its crash report is taken as alive: the backtracer
     /// stops every thread while it works, and a kill would lose the report.
@@ -228,6 +243,8 @@ final class WorkerInstance: InstanceHandle {
         var reaped = false
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
+        var collections: [Int: @Sendable () -> Void] = [:]
+        var nextCollection = 0
         var readyReported = false
         var failureReported = false
         /// Names the process even once it is reaped, so a kill never reaches a process that reused its
@@ -242,11 +259,12 @@ final class WorkerInstance: InstanceHandle {
     private let state: NIOLockedValueBox<State>
 
     init(pid: Int32, channel: EventLoopFuture<any Channel>, standardError: WorkerStandardError? = nil, backtraces: Bool = false,
-         logger: Logger) {
+         figures: WorkerFigures? = nil, logger: Logger) {
         self.pid = pid
         self.channel = channel
         self.standardError = standardError
         self.backtraces = backtraces
+        self.figures = figures
         self.logger = logger
         state = NIOLockedValueBox(State(pidfd: inetinfo_pidfd_open(pid)))
     }
@@ -315,6 +333,33 @@ final class WorkerInstance: InstanceHandle {
         }
     }
 
+    /// Asks the worker for what it counted; returns once its answer was added to the host's figures, or
+    /// after `timeout` (an answer that comes later is still added).
+    func collectFigures(within timeout: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumed = NIOLockedValueBox(false)
+            let resume: @Sendable () -> Void = {
+                let first = resumed.withLockedValue { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume() }
+            }
+            let id = state.withLockedValue { state -> Int? in
+                guard state.end == nil, state.collections.count < Self.maximumOutstandingCollections else { return nil }
+                state.nextCollection += 1
+                state.collections[state.nextCollection] = resume
+                return state.nextCollection
+            }
+            guard let id else { return resume() }
+            send(.collect(id))
+            channel.whenComplete { result in
+                guard case .success(let channel) = result else { return resume() }
+                channel.eventLoop.scheduleTask(in: .milliseconds(timeout.milliseconds)) { resume() }
+            }
+        }
+    }
+
     func requestStop() { send(.stop) }
 
     /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode. Its process
@@ -377,7 +422,13 @@ final class WorkerInstance: InstanceHandle {
                 return violation("an answer to no ping")
             }
             answered()
-        case .prepare, .start, .ping, .stop, .fault, .quarantine:
+        case .figures(let id, let reported):
+            guard let collected = state.withLockedValue({ $0.collections.removeValue(forKey: id) }) else {
+                return violation("figures nobody asked for")
+            }
+            figures?.apply(reported, from: pid)
+            collected()
+        case .prepare, .start, .ping, .stop, .fault, .quarantine, .collect:
             violation("a message only the host sends")
         }
     }
@@ -400,9 +451,12 @@ final class WorkerInstance: InstanceHandle {
     }
 
     func ended(_ end: InstanceEnd) {
+        var collections: [@Sendable () -> Void] = []
         let waiters = state.withLockedValue { state -> [CheckedContinuation<InstanceEnd, Never>] in
             state.end = end
             state.pings = [:]
+            collections = Array(state.collections.values)
+            state.collections = [:]
             if state.pidfd >= 0 {
                 Glibc.close(state.pidfd)
                 state.pidfd = -1
@@ -411,6 +465,8 @@ final class WorkerInstance: InstanceHandle {
             return state.endWaiters
         }
         waiters.forEach { $0.resume(returning: end) }
+        figures?.workerEnded(pid)
+        collections.forEach { $0() }
         channel.whenSuccess { $0.close(promise: nil) }
     }
 }
