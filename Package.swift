@@ -166,6 +166,11 @@ let package = Package(
             path: "Fuzz/flight-recording-fuzzer"
         ),
         .executableTarget(
+            name: "figure-file-fuzzer",
+            dependencies: ["InetinfoHost"],
+            path: "Fuzz/figure-file-fuzzer"
+        ),
+        .executableTarget(
             name: "configuration-fuzzer",
             dependencies: ["InetinfoHost"],
             path: "Fuzz/configuration-fuzzer"
@@ -200,6 +205,8 @@ let package = Package(
             name: "InetinfoTests",
             dependencies: [
                 "InetinfoHost", "HostControl", "Systemd", "InetinfoTestKit",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

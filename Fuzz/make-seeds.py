@@ -166,3 +166,31 @@ wrapped = bytes((i * 7) % 256 for i in range(5000))
 write("flight-recording", "wrapped-ring", flight([(1, 0, wrapped[-4096:], 5000, b"127.0.0.3:1"), (0, 0, b"", 0, b"")]))
 write("flight-recording", "truncated", flight([(1, 1, probe, len(probe), b"127.0.0.2:40000")], slot_count=9)[:3000])
 write("flight-recording", "bad-counts", flight([(1, 1, b"x", 2**64 - 1, b"\xff" * 79), (7, 9, b"", 3, b"")]))
+
+# --- figure-file: the first slots of a worker's figure file (Sources/InetinfoHost/Metrics/FigureFile.swift's
+# layout: a 64-byte header, then 512-byte slots); the fuzzer zero-fills the rest and takes it in as the host does.
+def figures(slots):
+    out = struct.pack("<Qi", 0x3147_4946_5445_4E49, 4242).ljust(64, b"\0")
+    for kind, key, value, counts, sums in slots:
+        slot = struct.pack("<II", kind, len(key)) + key.ljust(200, b"\0") + struct.pack("<Q", value)
+        slot += b"".join(struct.pack("<Q", c) for c in (counts + [0] * 15)[:15])
+        slot += b"".join(struct.pack("<Q", c) for c in (sums + [0] * 15)[:15])
+        out += slot.ljust(512, b"\0")
+    return out
+
+write("figure-file", "http-worker", figures([
+    (1, b"inetinfo_http_requests_total\tmethod=GET\tcode=2xx", 41, [], []),
+    (1, b"inetinfo_http_requests_total\tmethod=GET\tcode=4xx", 5, [], []),
+    (2, b"inetinfo_http_connections_open", struct.unpack("<Q", struct.pack("<d", 3.0))[0], [], []),
+    (3, b"inetinfo_http_request_duration_seconds", 0, [30, 11, 2], [9_000_000, 11_000_000, 4_000_000]),
+]))
+write("figure-file", "hostile", figures([
+    (1, b"inetinfo_http_requests_total\tmethod=G\x01T\tcode=2xx", 1, [], []),
+    (1, b"inetinfo_http_requests_total\tcode=2xx\tcode=4xx", 2**64 - 1, [], []),
+    (1, b"\tmethod=GET", 3, [], []),
+    (2, b"inetinfo_smtp_sessions_open", struct.unpack("<Q", struct.pack("<d", float("nan")))[0], [], []),
+    (3, b"inetinfo_smtp_delivery_duration_seconds", 0, [2**63] * 15, [2**64 - 1] * 15),
+    (9, b"inetinfo_smtp_messages_accepted_total", 7, [], []),
+    (1, b"inetinfo_smtp_messages_accepted_total", 7, [], []),
+]))
+write("figure-file", "header-only", figures([]))

@@ -9,7 +9,7 @@
 #   FUZZ_SKIP_BUILD=1 scripts/fuzz.sh …    fuzz what was built last
 #
 # Targets: smtp-session-fuzzer, http-request-fuzzer, http-fields-fuzzer, control-request-fuzzer,
-# configuration-fuzzer, worker-message-fuzzer, flight-recording-fuzzer. Extra libFuzzer flags may be given in FUZZ_FLAGS.
+# configuration-fuzzer, worker-message-fuzzer, flight-recording-fuzzer, figure-file-fuzzer. Extra libFuzzer flags may be given in FUZZ_FLAGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,7 @@ target_info() {
         configuration-fuzzer)   echo "configuration 4096 60000" ;;
         worker-message-fuzzer)  echo "worker-message 4096 60000" ;;
         flight-recording-fuzzer) echo "flight-recording 16384 10000" ;;
+        figure-file-fuzzer)     echo "figure-file 4096 60000" ;;
         *) echo "fuzz: unknown target '$1'" >&2; return 1 ;;
     esac
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds release binaries and installs inetinfo: binaries, systemd units, default web root, default
-# configuration and the operations guide. It never enables, starts or reloads anything.
+# configuration, manual pages and the operations guide. It never enables, starts or reloads anything.
 #
 #   scripts/install.sh                            # into /usr/local (units in /usr/local/lib/systemd/system)
 #   PREFIX=/usr scripts/install.sh                # into /usr (units in /usr/lib/systemd/system, config in /etc)
@@ -15,8 +15,9 @@
 # The binaries are linked with the Swift standard library and Foundation statically
 # (--static-swift-stdlib), so the installed host needs no Swift toolchain; it links libsystemd
 # dynamically. The paths in the units and in the default configuration are rewritten to match
-# PREFIX/SYSCONFDIR. An existing configuration file is kept; the new default is then written next to
-# it as inetinfo.toml.default.
+# PREFIX/SYSCONFDIR (in the manual pages too, which go to PREFIX/share/man, gzipped). An existing
+# configuration file is kept; the new default is then written next to it as inetinfo.toml.default.
+# scripts/package-deb.sh builds the Debian package from a DESTDIR install with PREFIX=/usr.
 #
 # Afterwards (as root, on the machine that runs it):
 #   systemctl daemon-reload
@@ -86,10 +87,25 @@ rm -rf "${wwwdir:?}/"*
 cp -R Sources/HTTPService/DefaultWebRoot/. "$wwwdir/"
 find "$wwwdir" -type d -exec chmod 0755 {} + && find "$wwwdir" -type f -exec chmod 0644 {} +
 
-for unit in units/inetinfo.service units/inetinfo-smtp.socket units/inetinfo-http.socket; do
+# Every unit in units/ (the service and its socket units).
+units=()
+for unit in units/*.service units/*.socket; do
+    [ -f "$unit" ] || continue
+    units+=("${unit#units/}")
     rewrite "$unit" >"$unitdir/${unit#units/}.tmp"
     chmod 0644 "$unitdir/${unit#units/}.tmp"
     mv -f "$unitdir/${unit#units/}.tmp" "$unitdir/${unit#units/}"
+done
+
+# The manual pages (docs/man), compressed as Debian ships them (gzip -9n: no name, no time stamp).
+mandir=$DESTDIR$PREFIX/share/man
+for page in docs/man/*.[1-8]; do
+    [ -f "$page" ] || continue
+    section=${page##*.}
+    install -d -m 0755 "$mandir/man$section"
+    rewrite "$page" | gzip -9n >"$mandir/man$section/${page##*/}.gz.tmp"
+    chmod 0644 "$mandir/man$section/${page##*/}.gz.tmp"
+    mv -f "$mandir/man$section/${page##*/}.gz.tmp" "$mandir/man$section/${page##*/}.gz"
 done
 
 rewrite config/inetinfo.toml >"$confdir/inetinfo.toml.default"
@@ -107,9 +123,10 @@ install -m 0644 docs/operations.md "$docdir/operations.md"
 cat >&2 <<EOF
 install.sh: installed into ${DESTDIR:-/}
   $PREFIX/bin/inetinfo, $PREFIX/bin/inetinfoctl
-  $UNITDIR/inetinfo.service, inetinfo-smtp.socket, inetinfo-http.socket
+  $UNITDIR/: ${units[*]}
   $SYSCONFDIR/inetinfo/inetinfo.toml
   $PREFIX/share/inetinfo/www/
+  $PREFIX/share/man/man8/inetinfo.8.gz, inetinfoctl.8.gz; man5/inetinfo.toml.5.gz
   $PREFIX/share/doc/inetinfo/operations.md
 Nothing was enabled or started. To run it (as root): systemctl daemon-reload &&
   systemctl enable --now inetinfo-smtp.socket inetinfo-http.socket

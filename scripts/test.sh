@@ -19,11 +19,14 @@ fi
 # The systemd units: static checks, then the host under a real systemd booted in private namespaces.
 scripts/systemd/check-units.sh
 scripts/systemd/integration-test.sh
+# The Debian package (scripts/package-deb.sh, from the release binaries the integration test built):
+# its contents, and the host installed from it with dpkg under the same private systemd.
+scripts/systemd/deb-test.sh
 # Every fuzz target under libFuzzer + ASan for a bounded time, from its committed seed corpus: all built
 # first (one build at a time), then run one after another. SMTP gets FUZZ_SECONDS, the others
 # FUZZ_SECONDS_OTHER each.
 fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer
-              worker-message-fuzzer flight-recording-fuzzer)
+              worker-message-fuzzer flight-recording-fuzzer figure-file-fuzzer)
 for target in "${fuzz_targets[@]}"; do
     scripts/fuzz.sh --build "$target"
 done

@@ -4,6 +4,7 @@
 #define INETINFO_PROCESS_CONTROL_SHIM_H
 
 #include <fcntl.h>
+#include <stdint.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -33,6 +34,34 @@ static inline int inetinfo_pidfd_send_signal(int pidfd, int signal) {
 /// A pipe whose both ends are close-on-exec (pipe2 is hidden from Swift without _GNU_SOURCE).
 static inline int inetinfo_pipe_cloexec(int fds[2]) {
     return pipe2(fds, O_CLOEXEC);
+}
+
+/// Atomic operations on memory shared between processes (a worker's figure file, `mmap`ed): Swift's
+/// atomics want memory they allocated themselves.
+static inline void inetinfo_atomic_add_u64(uint64_t *address, uint64_t amount) {
+    __atomic_fetch_add(address, amount, __ATOMIC_RELAXED);
+}
+
+/// Adds `amount` to the double stored (as its bits) at `address`.
+static inline void inetinfo_atomic_add_double(uint64_t *address, double amount) {
+    uint64_t expected = __atomic_load_n(address, __ATOMIC_RELAXED);
+    for (;;) {
+        double current;
+        __builtin_memcpy(&current, &expected, sizeof current);
+        double next = current + amount;
+        uint64_t desired;
+        __builtin_memcpy(&desired, &next, sizeof desired);
+        if (__atomic_compare_exchange_n(address, &expected, desired, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+    }
+}
+
+static inline void inetinfo_atomic_store_u64(uint64_t *address, uint64_t value) {
+    __atomic_store_n(address, value, __ATOMIC_RELAXED);
+}
+
+/// Publishes a slot: everything written before is visible to a reader that sees `value`.
+static inline void inetinfo_atomic_store_release_u32(uint32_t *address, uint32_t value) {
+    __atomic_store_n(address, value, __ATOMIC_RELEASE);
 }
 
 #endif

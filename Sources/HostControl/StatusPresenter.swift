@@ -16,6 +16,7 @@ public struct StatusPresenter: Sendable {
         let watchdog = host.watchdogUsec.map { "watchdog \(Self.duration(Double($0) / 1_000_000))" } ?? "no watchdog"
         var lines = ["\(dot) inetinfo — pid \(host.pid), up \(Self.duration(host.uptimeSeconds)), \(host.isolation) isolation, \(watchdog)"
             + (host.faultInjection ? ", fault injection enabled" : "") + (host.degraded ? ", " + paint("degraded", "31") : "")]
+        if let admin = host.admin { lines.append("  admin: http://\(admin)/metrics, /healthz, /readyz") }
         if let problem = host.supervisorProblem { lines.append("  supervisor: \(paint(problem, "31"))") }
         let rows = status.services.map { service -> [String] in
             [service.name, service.enabled ? service.state.rawValue : "disabled", ControlJSON.formatDate(service.since),

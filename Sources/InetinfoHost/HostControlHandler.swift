@@ -44,7 +44,7 @@ struct HostControlHandler: ControlHandler {
                 guard let metrics else {
                     throw HandlerError("the host keeps no metrics: they are kept when the admin listener runs (admin.listen, docs/operations.md)")
                 }
-                return .done(String(decoding: await metrics.exposition(), as: UTF8.self))
+                return .done(String(decoding: metrics.exposition(), as: UTF8.self))
             case .crashes:
                 guard let id = request.id else { return ControlReply(ok: true, crashes: crashes.summaries()) }
                 guard let record = crashes.load(id: id) else { throw HandlerError("no crash record '\(id)' (list them with: inetinfoctl crashes)") }

@@ -52,6 +52,9 @@ actor HostReloader {
         }
         if new.isolation != configuration.isolation { notes.append("host.isolation changes on restart") }
         if new.stateDirectory != configuration.stateDirectory { notes.append("host.state-dir changes on restart") }
+        if new.adminListen != configuration.adminListen || new.adminAllowRemote != configuration.adminAllowRemote {
+            notes.append("admin.listen and admin.allow-remote change on restart")
+        }
         await supervisor.apply(settings: new.services.mapValues(\.supervision), enabled: enabled)
         await supervisor.setMaxAbandoned(new.maxAbandoned)
         quarantine.update(settings: new.quarantine)

@@ -84,11 +84,11 @@ public enum InetinfoHost {
                 (entry.name, configuration.services[entry.name]!.enabled, sockets.services[entry.name]?.map(\.address) ?? [])
             }
             // Kept only when someone can read them: the admin listener is configured (or passed by systemd).
-            metrics = sockets.admin == nil ? nil : HostMetrics(isolation: configuration.isolation)
+            metrics = sockets.admin == nil ? nil : HostMetrics(isolation: configuration.isolation,
+                                                               figures: configuration.runtimeDirectory + "/figures", logger: logger)
             if let metrics, configuration.isolation == .process {
                 for entry in catalog { entry.declareMetrics(metrics.factory) }
             }
-            let keepsMetrics = metrics != nil
             let serviceMetrics = metrics?.factory ?? NOOPMetricsHandler.instance
             let workers = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let registrations = try catalog.map { entry -> ServiceRegistration in
@@ -109,12 +109,11 @@ public enum InetinfoHost {
                                                 services: overview.map { .init(name: $0.0, enabled: $0.1, listen: $0.2) },
                                                 sockets: sockets.map { .init(name: $0.name, address: $0.address) },
                                                 flightRecorderDirectory: configuration.flightRecorder ? flightRecorders.path : nil,
-                                                metrics: keepsMetrics)
+                                                figuresFile: nil)
                         },
                         readinessDelay: { faults.takeSlowStart(of: entry.name) },
                         figures: metrics?.workers)
                     quarantine.subscribe { [weak workerRunner] in workerRunner?.updateQuarantine($0) }
-                    metrics?.workers?.addCollector { [weak workerRunner] timeout in await workerRunner?.collectFigures(within: timeout) }
                     runner = workerRunner
                 } else {
                     var hosted = try entry.make(context)
@@ -200,15 +199,15 @@ public enum InetinfoHost {
     }
 }
 
-/// Collects the workers' figures every second (process isolation, with metrics on), so that a worker's
-/// crash loses at most a second of its counts.
+/// Takes the workers' figures every second (process isolation, with metrics on), between scrapes: the
+/// host's histograms get the workers' observations a second's worth at a time.
 struct FigureCollection: Service {
     let workers: WorkerFigures
 
     func run() async throws {
         _ = try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                await workers.collect(within: .seconds(1))
+                workers.collect()
                 try await Task.sleep(for: .seconds(1))
             }
         }

@@ -77,10 +77,9 @@ import Testing
     @Test(arguments: [("isolated", TestHost.Fault.throw, "thrown"), ("process", .segv, "signal"), ("process", .exit, "exit")])
     func aCrashAddsOneRestartOfItsCause(isolation: String, fault: TestHost.Fault, cause: String) async throws {
         try await TestHost.with(Self.configuration(isolation: isolation)) { host in
+            // No scrape between the messages and the crash: what the instance counted must survive it
+            // (in process isolation the worker's counts are in shared memory the host reads after its end).
             try Self.deliver(3, port: try host.port(of: "smtp"))
-            let before = try host.metrics()
-            #expect(before.sum("inetinfo_smtp_messages_accepted_total") == 3)
-
             try host.inject(fault, into: "smtp")
             let waiting = try await Deadline.eventually("/readyz to say smtp is in backoff", timeout: .seconds(10)) {
                 let response = try host.admin("/readyz")
@@ -88,6 +87,7 @@ import Testing
             }
             #expect(waiting.body.contains("{\"service\":\"smtp\",\"state\":\"backoff\"}"), "\(waiting.body)")
             let inBackoff = try host.metrics()
+            #expect(inBackoff.sum("inetinfo_smtp_messages_accepted_total") == 3)
             #expect(inBackoff.value("inetinfo_service_up", ["service": "smtp"]) == 0)
             #expect(inBackoff.value("inetinfo_service_state", ["service": "smtp", "state": "backoff"]) == 1)
             #expect(inBackoff.value("inetinfo_service_up", ["service": "http"]) == 1)
@@ -101,6 +101,26 @@ import Testing
             #expect(after.sum("inetinfo_service_restarts_total", ["service": "http"]) == 0)
             #expect(after.sum("inetinfo_smtp_messages_accepted_total") == 5, "counted before the crash, and after")
             #expect(after.value("inetinfo_service_instance", ["service": "smtp"]) == 2)
+        }
+    }
+
+    /// A service past its restart intensity stays `failed`: `/readyz` 503 naming it, the host degraded,
+    /// while the other service is up and `/healthz` (the supervisor is fine) stays 200.
+    @Test func aFailedServiceMakesTheHostUnreadyAndDegradedButNotUnhealthy() async throws {
+        try await TestHost.with(Self.configuration(isolation: "isolated", ["smtp.max-restarts": "0"])) { host in
+            try host.inject(.throw, into: "smtp")
+            try await host.waitForState("smtp", .failed)
+            let readyz = try host.admin("/readyz")
+            #expect(readyz.status == 503)
+            #expect(readyz.body.contains("{\"service\":\"smtp\",\"state\":\"failed\"}"), "\(readyz.body)")
+            #expect(!readyz.body.contains("http"), "\(readyz.body)")
+            let healthz = try host.admin("/healthz")
+            #expect(healthz.status == 200)
+            let metrics = try host.metrics()
+            #expect(metrics.value("inetinfo_host_degraded") == 1)
+            #expect(metrics.value("inetinfo_service_state", ["service": "smtp", "state": "failed"]) == 1)
+            #expect(metrics.value("inetinfo_service_up", ["service": "http"]) == 1)
+            #expect(metrics.sum("inetinfo_service_restarts_total", ["service": "smtp"]) == 0, "refused restarts are not restarts")
         }
     }
 
@@ -146,6 +166,151 @@ import Testing
         try await TestHost.with(.init()) { host in
             let admin = try host.status().host.admin
             #expect(admin == nil)
+        }
+    }
+}
+
+/// `/metrics` as Prometheus' own tools read it: `promtool check metrics` (the format and its lint: help
+/// text, `_total` on counters, base units), the Python client's parser, and a real Prometheus server that
+/// scrapes the host and answers queries about what the test caused. The tools come from Debian's
+/// `prometheus` and `python3-prometheus-client` (scripts/install-deps.sh installs them).
+@Suite(.serialized) struct PrometheusToolsTests {
+    static let promtool = "/usr/bin/promtool"
+    static let prometheus = "/usr/bin/prometheus"
+    /// Debian's Python, which has python3-prometheus-client (a `python3` earlier on PATH may not).
+    static let python = "/usr/bin/python3"
+
+    static func run(_ executable: String, _ arguments: [String], input: String) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let stdin = Pipe(), stdout = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stdout
+        try process.run()
+        try stdin.fileHandleForWriting.write(contentsOf: Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+        let output = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+
+    /// The names that outside checks read, as samples.
+    static let required = ["inetinfo_service_up", "inetinfo_service_restarts_total", "inetinfo_smtp_messages_accepted_total",
+                           "inetinfo_http_requests_total", "process_open_fds", "process_resident_memory_bytes",
+                           "process_cpu_seconds_total"]
+
+    @Test(arguments: ["isolated", "shared", "process"])
+    func promtoolAndThePythonParserAcceptTheExposition(isolation: String) async throws {
+        try await TestHost.with(MetricsTests.configuration(isolation: isolation)) { host in
+            try MetricsTests.deliver(2, port: try host.port(of: "smtp"))
+            try MetricsTests.requestMissing(2, port: try host.port(of: "http"))
+            let exposition = try host.admin("/metrics")
+            #expect(exposition.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+
+            let lint = try Self.run(Self.promtool, ["check", "metrics"], input: exposition.body)
+            #expect(lint.status == 0 && lint.output.isEmpty, "promtool check metrics: \(lint.output)")
+
+            let parsed = try Self.run(Self.python, ["-c", """
+                import sys
+                from prometheus_client.parser import text_string_to_metric_families
+                names = set()
+                for family in text_string_to_metric_families(sys.stdin.read()):
+                    for sample in family.samples:
+                        names.add(sample.name)
+                print("\\n".join(sorted(names)))
+                """], input: exposition.body)
+            #expect(parsed.status == 0, "prometheus_client: \(parsed.output)")
+            let names = Set(parsed.output.split(separator: "\n").map(String.init))
+            for name in Self.required { #expect(names.contains(name), "\(name) missing from the parsed exposition") }
+        }
+    }
+
+    /// A free loopback port (bound, read, released: a small race, on a machine where nothing else binds).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestHostError("no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// `query` against Prometheus' HTTP API: the first sample's value, `nil` while there is none.
+    static func query(_ query: String, port: Int) throws -> Double? {
+        let encoded = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
+        let response = try AdminResponse.get(port: port, path: "/api/v1/query?query=\(encoded)")
+        guard response.status == 200,
+              let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any],
+              let data = object["data"] as? [String: Any], let result = data["result"] as? [[String: Any]],
+              let first = result.first, let value = first["value"] as? [Any], value.count == 2, let text = value[1] as? String
+        else { return nil }
+        return Double(text)
+    }
+
+    @Test func aRealPrometheusScrapesTheHostAndSeesWhatTheTestCaused() async throws {
+        try await TestHost.with(MetricsTests.configuration(isolation: "process")) { host in
+            let directory = host.directory.appendingPathComponent("prometheus")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let config = directory.appendingPathComponent("prometheus.yml")
+            try """
+                global:
+                  scrape_interval: 1s
+                  scrape_timeout: 900ms
+                scrape_configs:
+                  - job_name: inetinfo
+                    static_configs:
+                      - targets: ["127.0.0.1:\(try host.adminPort())"]
+                """.write(to: config, atomically: true, encoding: .utf8)
+            let port = try Self.freePort()
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: Self.prometheus)
+            server.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+                                "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
+            let log = FileHandle(forWritingAtPath: "/dev/null")
+            server.standardOutput = log
+            server.standardError = log
+            try server.run()
+            defer {
+                // Stopped by its pid, whatever happened.
+                if server.isRunning {
+                    server.terminate()
+                    let deadline = Date().addingTimeInterval(5)
+                    while server.isRunning, Date() < deadline { usleep(50_000) }
+                    if server.isRunning { kill(server.processIdentifier, SIGKILL) }
+                }
+                server.waitUntilExit()
+            }
+
+            _ = try await Deadline.eventually("Prometheus to scrape the host", timeout: .seconds(30), every: .milliseconds(250)) {
+                try? Self.query(#"up{job="inetinfo"}"#, port: port) == 1 ? true : nil
+            }
+            try MetricsTests.deliver(7, port: try host.port(of: "smtp"))
+            try host.inject(.segv, into: "smtp")
+            try await host.waitForState("smtp", .running, instance: 2)
+            try MetricsTests.requestMissing(3, port: try host.port(of: "http"))
+
+            // The server's view, once a scrape after all that has landed.
+            let accepted = try await Deadline.eventually("Prometheus to see 7 accepted messages", timeout: .seconds(15), every: .milliseconds(250)) {
+                (try? Self.query(#"inetinfo_smtp_messages_accepted_total{job="inetinfo"}"#, port: port)).flatMap { $0 == 7 ? $0 : nil }
+            }
+            #expect(accepted == 7)
+            let restarts = try await Deadline.eventually("Prometheus to see the segfault's restart", timeout: .seconds(15), every: .milliseconds(250)) {
+                (try? Self.query(#"inetinfo_service_restarts_total{job="inetinfo",service="smtp",cause="signal"}"#, port: port))
+                    .flatMap { $0 == 1 ? $0 : nil }
+            }
+            #expect(restarts == 1)
+            let missing = try await Deadline.eventually("Prometheus to see the 3 not-found requests", timeout: .seconds(15), every: .milliseconds(250)) {
+                (try? Self.query(#"sum(inetinfo_http_requests_total{job="inetinfo",code="4xx"})"#, port: port)).flatMap { $0 == 3 ? $0 : nil }
+            }
+            #expect(missing == 3)
+            #expect(try Self.query(#"inetinfo_service_up{job="inetinfo",service="smtp"}"#, port: port) == 1)
         }
     }
 }

@@ -7,6 +7,10 @@
 # Argument: the harness work directory (prepared by harness_prepare in harness.sh):
 #   WORK/etc-systemd/   the harness's own system/, system.conf.d/ and journald.conf.d/
 #   WORK/root/usr/local the staged install (DESTDIR) overlaid on /usr/local (optional)
+#   WORK/system/        (optional) makes /usr and /etc writable overlays, with WORK/system/usr and
+#                       WORK/system/etc (when present) on top of the machine's and the upper layers on
+#                       the private /run: for a test that installs a Debian package inside (dpkg writes
+#                       /usr, /etc and /var; none of it reaches the machine)
 set -euo pipefail
 work=$1
 say() { echo "boot-inside: $*" >&2; }
@@ -14,13 +18,30 @@ say() { echo "boot-inside: $*" >&2; }
 mount --make-rprivate /
 
 # /run: a fresh tmpfs. The harness's own scratch lives in /run/.harness.
-mount -t tmpfs -o mode=0755,nosuid,nodev,size=256m tmpfs /run
+# (Room for an installed package when WORK/system asks for writable /usr and /etc.)
+run_size=256m
+[ -d "$work/system" ] && run_size=768m
+mount -t tmpfs -o mode=0755,nosuid,nodev,size=$run_size tmpfs /run
 h=/run/.harness
 mkdir -p "$h/etc-systemd" "$h/var-upper" "$h/var-work" "$h/empty"
 
-# /etc read-only: nothing the harness boots has a reason to write there.
-mount --bind /etc /etc
-mount -o remount,bind,ro /etc
+# writable_overlay DIR: WORK/system/DIR (if any) over the machine's DIR, writes on the private /run.
+writable_overlay() {
+    local dir=$1 lower=$1
+    [ -d "$work/system$1" ] && lower=$work/system$1:$1
+    mkdir -p "$h/system-upper$dir" "$h/system-work$dir"
+    mount -t overlay overlay -o "lowerdir=$lower,upperdir=$h/system-upper$dir,workdir=$h/system-work$dir" "$dir"
+}
+
+if [ -d "$work/system" ]; then
+    # /usr and /etc writable (see the top): a package installed inside lands on the upper layers.
+    writable_overlay /usr
+    writable_overlay /etc
+else
+    # /etc read-only: nothing the harness boots has a reason to write there.
+    mount --bind /etc /etc
+    mount -o remount,bind,ro /etc
+fi
 
 # /etc/systemd: a tmpfs copy without system/ (the machine's enablement links and local units), with the
 # harness's system/ (default target, reduced sysinit.target, masks) and manager/journald settings.

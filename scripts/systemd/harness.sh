@@ -4,7 +4,8 @@
 #
 #   work=$(harness_workdir)            # /tmp/inetinfo-systemd.XXXXXX
 #   harness_prepare "$work"            # the harness's /etc/systemd additions (WORK/etc-systemd)
-#   (stage an install in WORK/root, drop-ins in WORK/etc-systemd/system/UNIT.d/)
+#   (stage an install in WORK/root, drop-ins in WORK/etc-systemd/system/UNIT.d/; or mkdir
+#    WORK/system for writable /usr and /etc overlays, to install a Debian package inside)
 #   harness_boot "$work"               # boots; WORK/systemd.pid is systemd's pid on the machine
 #   harness_run "$work" systemctl …    # runs a command in systemd's namespaces
 #   harness_teardown "$work"           # always (trap): stops systemd, kills what is left by pid,
@@ -15,7 +16,8 @@
 #   namespace stays shared, so tests outside reach the units' ports on 127.0.0.1;
 # - boot-inside.sh, as PID 1 of the new namespaces: mount --make-rprivate /, a tmpfs /run, /etc
 #   read-only, a tmpfs copy of /etc/systemd without system/, an overlay /var and an overlay of the
-#   staged install on /usr/local (upper layers on the private /run), a private /dev (null, zero,
+#   staged install on /usr/local (upper layers on the private /run; with WORK/system, /usr and /etc
+#   are writable overlays as well, for scripts/systemd/deb-test.sh), a private /dev (null, zero,
 #   full, random, urandom, tty, devpts, shm), /sys and /proc/sys read-only, a fresh cgroup2 on
 #   /sys/fs/cgroup rooted at a directory created here under the machine's cgroup2 hierarchy and
 #   removed at the end, a private hostname; then it execs systemd with container=other and

@@ -79,16 +79,7 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         switch path {
         case "/metrics":
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let eventLoop = context.eventLoop
-            let metrics = self.metrics
-            Task {
-                let body = await metrics.exposition()
-                eventLoop.execute {
-                    let (handler, context) = loopBound.value
-                    handler.respond(head, .ok, "text/plain; version=0.0.4; charset=utf-8", body, context: context)
-                }
-            }
+            respond(head, .ok, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition(), context: context)
         case "/healthz":
             if let problem = supervisor.health.problem() {
                 respond(head, .serviceUnavailable, "text/plain; charset=utf-8", Array("unhealthy: \(problem)\n".utf8), context: context)

@@ -1,61 +1,79 @@
+import CProcessControl
 import CoreMetrics
+import Glibc
 import NIOConcurrencyHelpers
-import Synchronization
 
-/// The metrics backend of a worker process: keeps what the instance counts (through swift-metrics) until
-/// the host collects it over the control channel (``ServiceFigures``). Recording is an atomic add, or one
-/// short lock for a histogram entry; collecting takes the increments since the last collection.
+/// The metrics backend of a worker process: each series the instance makes (through swift-metrics) gets a
+/// slot of the ``FigureFile`` the host created for this worker, and every count is an atomic add in it.
+/// The host reads the file whenever it wants the figures, including after this process has died.
 final class FigureRecorder: MetricsFactory {
-    private struct Key: Hashable {
-        var name: String
-        var labels: [String: String]
-
-        init(_ name: String, _ dimensions: [(String, String)]) {
-            self.name = name
-            labels = Dictionary(dimensions, uniquingKeysWith: { first, _ in first })
-        }
-    }
+    /// The file's mapping; kept for the life of the process.
+    private let base: SharedBytes
 
     private struct State {
-        var counters: [Key: CountingHandler] = [:]
-        var meters: [Key: LevelHandler] = [:]
-        var timers: [Key: SpreadHandler] = [:]
+        var slots: [[UInt8]: Int] = [:]
+        var next = 0
+        var full = false
     }
 
-    // Guards the tables of handlers: instances make their metrics once, the collection walks them.
+    // Guards the slot table: instances make their metrics once each, from any thread.
     private let state = NIOLockedValueBox(State())
 
-    func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        state.withLockedValue { state in
-            let key = Key(label, dimensions)
-            if let existing = state.counters[key] { return existing }
-            let handler = CountingHandler()
-            state.counters[key] = handler
-            return handler
+    init(path: String) throws(FigureFileError) {
+        let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw FigureFileError(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0, status.st_size == off_t(FigureFile.size) else {
+            throw FigureFileError(operation: "fstat", path: path, errno: EINVAL)
         }
+        guard let mapping = mmap(nil, FigureFile.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapping != MAP_FAILED else {
+            throw FigureFileError(operation: "mmap", path: path, errno: errno)
+        }
+        base = SharedBytes(pointer: mapping)
+    }
+
+    /// The slot of a series (the same one every time it is made again), or `nil` when the file is full.
+    private func slot(_ kind: FigureFile.Kind, _ label: String, _ dimensions: [(String, String)]) -> UnsafeMutableRawPointer? {
+        let key = FigureFile.key(label, dimensions)
+        guard key.count <= FigureFile.keyCapacity else { return nil }
+        let index = state.withLockedValue { state -> Int? in
+            if let existing = state.slots[key] { return existing }
+            guard state.next < FigureFile.slotCount else { return nil }
+            defer { state.next += 1 }
+            let slot = base.pointer + FigureFile.headerSize + state.next * FigureFile.slotSize
+            key.withUnsafeBytes { (slot + 8).copyMemory(from: $0.baseAddress!, byteCount: key.count) }
+            slot.storeBytes(of: UInt32(key.count), toByteOffset: 4, as: UInt32.self)
+            // Last, and with release order: a reader that sees the kind sees the key.
+            inetinfo_atomic_store_release_u32(slot.assumingMemoryBound(to: UInt32.self), kind.rawValue)
+            state.slots[key] = state.next
+            return state.next
+        }
+        return index.map { base.pointer + FigureFile.headerSize + $0 * FigureFile.slotSize }
+    }
+
+    func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        guard let slot = slot(.counter, label, dimensions) else {
+            return NOOPMetricsHandler.instance.makeCounter(label: label, dimensions: dimensions)
+        }
+        return SharedCounter(value: slot + FigureFile.valueOffset)
     }
 
     func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        state.withLockedValue { state in
-            let key = Key(label, dimensions)
-            if let existing = state.meters[key] { return existing }
-            let handler = LevelHandler()
-            state.meters[key] = handler
-            return handler
+        guard let slot = slot(.gauge, label, dimensions) else {
+            return NOOPMetricsHandler.instance.makeMeter(label: label, dimensions: dimensions)
         }
+        return SharedGauge(value: slot + FigureFile.valueOffset)
     }
 
     func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
-        state.withLockedValue { state in
-            let key = Key(label, dimensions)
-            if let existing = state.timers[key] { return existing }
-            let handler = SpreadHandler()
-            state.timers[key] = handler
-            return handler
+        guard let slot = slot(.histogram, label, dimensions) else {
+            return NOOPMetricsHandler.instance.makeTimer(label: label, dimensions: dimensions)
         }
+        return SharedHistogram(slot: slot)
     }
 
-    // The services use counters, meters and timers only; the rest are kept nowhere.
+    // The services count with counters, meters and timers only; the rest are kept nowhere.
     func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
         NOOPMetricsHandler.instance.makeFloatingPointCounter(label: label, dimensions: dimensions)
     }
@@ -69,84 +87,56 @@ final class FigureRecorder: MetricsFactory {
     func destroyRecorder(_ handler: any RecorderHandler) {}
     func destroyMeter(_ handler: any MeterHandler) {}
     func destroyTimer(_ handler: any TimerHandler) {}
-
-    /// Everything counted since the last call (meters: their values now).
-    func collect() -> ServiceFigures {
-        let (counters, meters, timers) = state.withLockedValue { ($0.counters, $0.meters, $0.timers) }
-        var figures = ServiceFigures()
-        for (key, handler) in counters {
-            let increment = handler.take()
-            if increment > 0 { figures.counts.append(.init(name: key.name, labels: key.labels, increment: increment)) }
-        }
-        for (key, handler) in meters {
-            figures.levels.append(.init(name: key.name, labels: key.labels, value: handler.level))
-        }
-        for (key, handler) in timers {
-            let (counts, sums) = handler.take()
-            if counts.contains(where: { $0 > 0 }) {
-                figures.spreads.append(.init(name: key.name, labels: key.labels, counts: counts, sumsNanoseconds: sums))
-            }
-        }
-        return figures
-    }
 }
 
-private final class CountingHandler: CounterHandler, Sendable {
-    private let value = Atomic<Int64>(0)
+/// Memory shared with the host; every access to it goes through the atomic operations of CProcessControl.
+private struct SharedBytes: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+}
+
+private final class SharedCounter: CounterHandler, @unchecked Sendable {
+    private let value: UnsafeMutablePointer<UInt64>
+
+    init(value: UnsafeMutableRawPointer) { self.value = value.assumingMemoryBound(to: UInt64.self) }
 
     func increment(by amount: Int64) {
         guard amount > 0 else { return }
-        value.add(amount, ordering: .relaxed)
+        inetinfo_atomic_add_u64(value, UInt64(amount))
     }
 
     func reset() {}
-
-    /// The increments since the last call.
-    func take() -> Int64 { value.exchange(0, ordering: .relaxed) }
 }
 
-private final class LevelHandler: MeterHandler, Sendable {
-    // Guards the level, set and moved from every event loop of the instance.
-    private let value = NIOLockedValueBox(0.0)
+private final class SharedGauge: MeterHandler, @unchecked Sendable {
+    private let value: UnsafeMutablePointer<UInt64>
 
-    func set(_ value: Int64) { self.value.withLockedValue { $0 = Double(value) } }
-    func set(_ value: Double) { self.value.withLockedValue { $0 = value.isFinite ? value : 0 } }
-    func increment(by amount: Double) { value.withLockedValue { $0 += amount.isFinite ? amount : 0 } }
-    func decrement(by amount: Double) { value.withLockedValue { $0 -= amount.isFinite ? amount : 0 } }
+    init(value: UnsafeMutableRawPointer) { self.value = value.assumingMemoryBound(to: UInt64.self) }
 
-    var level: Double { value.withLockedValue { $0 } }
+    func set(_ value: Int64) { set(Double(value)) }
+    func set(_ value: Double) { inetinfo_atomic_store_u64(self.value, (value.isFinite ? value : 0).bitPattern) }
+    func increment(by amount: Double) { if amount.isFinite { inetinfo_atomic_add_double(value, amount) } }
+    func decrement(by amount: Double) { if amount.isFinite { inetinfo_atomic_add_double(value, -amount) } }
 }
 
-private final class SpreadHandler: TimerHandler, Sendable {
+private final class SharedHistogram: TimerHandler, @unchecked Sendable {
     /// Upper bounds of the buckets, in nanoseconds; one more bucket holds everything beyond the last.
     private static let bounds: [Int64] = MetricCatalog.durationBuckets.map {
         let (seconds, attoseconds) = $0.components
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
-    private struct Spread {
-        var counts = [Int64](repeating: 0, count: SpreadHandler.bounds.count + 1)
-        var sums = [Int64](repeating: 0, count: SpreadHandler.bounds.count + 1)
-    }
+    private let counts: UnsafeMutablePointer<UInt64>
+    private let sums: UnsafeMutablePointer<UInt64>
 
-    // Guards the buckets, recorded into from every event loop of the instance.
-    private let spread = NIOLockedValueBox(Spread())
+    init(slot: UnsafeMutableRawPointer) {
+        counts = (slot + FigureFile.countsOffset).assumingMemoryBound(to: UInt64.self)
+        sums = (slot + FigureFile.sumsOffset).assumingMemoryBound(to: UInt64.self)
+    }
 
     func recordNanoseconds(_ duration: Int64) {
         let duration = max(duration, 0)
         let bucket = Self.bounds.firstIndex { duration <= $0 } ?? Self.bounds.count
-        spread.withLockedValue { spread in
-            spread.counts[bucket] += 1
-            // A sum that would overflow (292 years of observations) stops growing.
-            let (sum, overflow) = spread.sums[bucket].addingReportingOverflow(duration)
-            if !overflow { spread.sums[bucket] = sum }
-        }
-    }
-
-    func take() -> (counts: [Int64], sums: [Int64]) {
-        spread.withLockedValue { spread in
-            defer { spread = Spread() }
-            return (spread.counts, spread.sums)
-        }
+        inetinfo_atomic_add_u64(counts + bucket, 1)
+        inetinfo_atomic_add_u64(sums + bucket, UInt64(duration))
     }
 }

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import Prometheus
 import Supervision
@@ -15,10 +16,11 @@ final class HostMetrics: Sendable {
     let workers: WorkerFigures?
     let watchdogPings: CoreMetrics.Counter
 
-    init(isolation: IsolationMode) {
+    /// - Parameter figures: where workers' figure files go (process isolation).
+    init(isolation: IsolationMode, figures: String, logger: Logger) {
         let factory = DescribedMetricsFactory(registry: registry)
         self.factory = factory
-        workers = isolation == .process ? WorkerFigures(factory: factory) : nil
+        workers = isolation == .process ? WorkerFigures(factory: factory, directory: figures, logger: logger) : nil
         watchdogPings = CoreMetrics.Counter(label: "inetinfo_watchdog_pings_total", factory: factory)
     }
 
@@ -86,10 +88,10 @@ final class MetricsExposition: Sendable {
                    gauge("process_open_fds"), gauge("process_max_fds"))
     }
 
-    /// The exposition (Prometheus text format 0.0.4): the workers' latest figures collected first (for at
-    /// most `collection`), the states read as they are now.
-    func exposition(collection: Duration = .milliseconds(500)) async -> [UInt8] {
-        await metrics.workers?.collect(within: collection)
+    /// The exposition (Prometheus text format 0.0.4): the workers' latest figures collected first, the
+    /// states read as they are now.
+    func exposition() -> [UInt8] {
+        metrics.workers?.collect()
         updateStates()
         return metrics.registry.emitToBuffer()
     }

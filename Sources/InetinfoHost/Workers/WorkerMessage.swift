@@ -19,22 +19,18 @@ enum WorkerMessage: Codable, Sendable, Equatable {
     case fault(Fault, livenessTimeoutMs: Int64)
     /// Refuse connections from these addresses from now on (the host's quarantine changed).
     case quarantine([String])
-    /// Answer with ``figures(_:_:)``: what the instance counted since the last collection.
-    case collect(Int)
 
     // worker → host
     case ready
     case failed(String)
     case pong(Int)
-    case figures(Int, ServiceFigures)
 
     /// A line longer than this ends the channel (and so the worker): no end of the channel buffers without
     /// bound whatever the other sends. A start message, the longest, is a few KiB.
     static let maximumLineLength = 1 << 20
 
     func encodedLine() -> Data {
-        // Encoding a value of this type cannot fail: no custom encoders, and the only floats (gauge levels)
-        // are kept finite by the worker's recorder.
+        // Encoding a value of this type cannot fail (no floats that could be non-finite, no custom encoders).
         var data = (try? JSONEncoder().encode(self)) ?? Data()
         data.append(0x0A)
         return data
@@ -71,8 +67,9 @@ struct WorkerConfiguration: Codable, Sendable, Equatable {
     var flightRecorderDirectory: String?
     /// The addresses refused at connect when the worker is prepared (later changes come as messages).
     var quarantine: [String] = []
-    /// Whether the instance counts what it does for the host's `/metrics` (the host keeps metrics).
-    var metrics = false
+    /// Where the instance counts what it does, for the host's `/metrics` (``FigureFile``); `nil`: the host
+    /// keeps no metrics, and the instance counts nothing.
+    var figuresFile: String?
 }
 
 /// Where things are in a worker process.
@@ -123,12 +120,5 @@ final class WorkerChannelHandler: ChannelInboundHandler {
         let encoded = message.encodedLine()
         precondition(encoded.last == 0x0A && !encoded.dropLast().contains(0x0A), "an encoded message is not one line")
         precondition(WorkerMessage.decode(line: encoded.dropLast()) == message, "a message does not survive encoding: \(message)")
-        // What the host does with a worker's figures: added to a registry of its own, then exposed.
-        if case .figures(_, let figures) = message {
-            let metrics = HostMetrics(isolation: .process)
-            metrics.workers?.apply(figures, from: 1)
-            metrics.workers?.workerEnded(1)
-            _ = metrics.registry.emitToBuffer()
-        }
     }
 }

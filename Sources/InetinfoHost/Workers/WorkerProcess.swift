@@ -98,8 +98,6 @@ private final class Worker: Sendable {
     private let hostPID: pid_t
     /// The host's quarantine, as this worker's instance consults it.
     private let quarantine = PeerQuarantine()
-    /// What the instance counts, until the host collects it.
-    private let figures = FigureRecorder()
     // Guards the channel, what was prepared, the instance and the exit: touched by the channel's loop and
     // the instance's task.
     private let state = NIOLockedValueBox(State())
@@ -160,9 +158,7 @@ private final class Worker: Sendable {
             }
         case .quarantine(let addresses):
             quarantine.replace(with: Set(addresses))
-        case .collect(let id):
-            _ = send(.figures(id, figures.collect()))
-        case .ready, .failed, .pong, .figures:
+        case .ready, .failed, .pong:
             break  // worker-to-host messages
         }
     }
@@ -218,7 +214,14 @@ private final class Worker: Sendable {
         let forensics = InstanceForensics(
             flightRecorders: prepared.configuration.flightRecorderDirectory.map(FlightRecorderDirectory.init(path:)),
             hostPid: hostPID, quarantine: quarantine)
-        let metrics: any MetricsFactory = prepared.configuration.metrics ? figures : NOOPMetricsHandler.instance
+        var metrics: any MetricsFactory = NOOPMetricsHandler.instance
+        if let path = prepared.configuration.figuresFile {
+            do {
+                metrics = try FigureRecorder(path: path)
+            } catch {
+                instanceLogger.warning("counting nothing: the figure file cannot be used", metadata: ["error": "\(error)"])
+            }
+        }
         let instance = InProcessRunner(service: service, forensics: forensics, metrics: metrics).launch(spec) { event in
             switch event {
             case .ready: _ = self.send(.ready)

@@ -35,7 +35,7 @@ final class WorkerRunner: InstanceRunner {
     private let backtrace: String
     /// The host logs to the journal: so do its workers, directly (their standard error is the host's pipe).
     private let logsToJournal = JournaldLogHandler.isStandardErrorJournal
-    /// Where the workers' figures go (the host keeps metrics); `nil`: they are never asked.
+    /// Where the workers' figures are collected (the host keeps metrics); `nil`: workers count nothing.
     private let figures: WorkerFigures?
 
     private struct State {
@@ -125,14 +125,6 @@ final class WorkerRunner: InstanceRunner {
         }
     }
 
-    /// Asks every live worker for its figures; returns once all answered, or after `timeout`.
-    func collectFigures(within timeout: Duration) async {
-        let workers = state.withLockedValue { Array($0.live.values) }
-        await withTaskGroup(of: Void.self) { group in
-            for worker in workers { group.addTask { await worker.collectFigures(within: timeout) } }
-        }
-    }
-
     private func startSpare(sockets: [ListeningSocket]) {
         guard state.withLockedValue({ !$0.closed && $0.spare == nil }) else { return }
         do {
@@ -175,12 +167,13 @@ final class WorkerRunner: InstanceRunner {
         let standardError = WorkerStandardError(fd: errorPipe[0])
         let channel = group.next().makePromise(of: (any Channel).self)
         let worker = WorkerInstance(pid: pid, channel: channel.futureResult, standardError: standardError,
-                                    backtraces: !backtrace.contains("enable=no"), figures: figures, logger: logger)
+                                    backtraces: !backtrace.contains("enable=no"), logger: logger)
         standardError.start { worker.crashStarted() }
         // Everything but the instance number is known now: the worker builds its service while it waits,
         // so that a spare's start costs no more than the start itself. Sent under the lock that quarantine
         // changes take: the worker gets its first quarantine before any later change.
         var prepared = configuration(sockets)
+        prepared.figuresFile = figures?.create(for: pid, service: service)
         state.withLockedValue { state in
             state.live[pid] = worker
             prepared.quarantine = state.quarantine.sorted()
@@ -201,9 +194,12 @@ final class WorkerRunner: InstanceRunner {
             logger.error("cannot adopt a worker's control channel; killing it", metadata: ["pid": "\(pid)", "error": "\(error)"])
             worker.forceStop()
         }
+        let figures = self.figures
         Task.detached { [weak self] in
             let end = await ChildProcess.reap(pid)
             worker.reaped()
+            // What it counted up to its end, crash or not, before the supervisor hears of the end.
+            figures?.workerEnded(pid)
             // The crash report is complete once the worker's standard error is (whatever it started may
             // hold it a little longer: not for long).
             await standardError.finished(within: .seconds(1))
@@ -225,11 +221,7 @@ final class WorkerInstance: InstanceHandle {
     private let standardError: WorkerStandardError?
     /// Whether the worker runs the Swift runtime's backtracer when it crashes.
     private let backtraces: Bool
-    /// Where the worker's figures go.
-    private let figures: WorkerFigures?
     private let logger: Logger
-    /// Collections a worker may leave unanswered before it is asked no more (a hung worker answers none).
-    static let maximumOutstandingCollections = 8
 
     /// How long a worker whose runtime is writing its crash report is taken as alive: the backtracer
     /// stops every thread while it works, and a kill would lose the report.
@@ -243,8 +235,6 @@ final class WorkerInstance: InstanceHandle {
         var reaped = false
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
-        var collections: [Int: @Sendable () -> Void] = [:]
-        var nextCollection = 0
         var readyReported = false
         var failureReported = false
         /// Names the process even once it is reaped, so a kill never reaches a process that reused its
@@ -259,12 +249,11 @@ final class WorkerInstance: InstanceHandle {
     private let state: NIOLockedValueBox<State>
 
     init(pid: Int32, channel: EventLoopFuture<any Channel>, standardError: WorkerStandardError? = nil, backtraces: Bool = false,
-         figures: WorkerFigures? = nil, logger: Logger) {
+         logger: Logger) {
         self.pid = pid
         self.channel = channel
         self.standardError = standardError
         self.backtraces = backtraces
-        self.figures = figures
         self.logger = logger
         state = NIOLockedValueBox(State(pidfd: inetinfo_pidfd_open(pid)))
     }
@@ -333,33 +322,6 @@ final class WorkerInstance: InstanceHandle {
         }
     }
 
-    /// Asks the worker for what it counted; returns once its answer was added to the host's figures, or
-    /// after `timeout` (an answer that comes later is still added).
-    func collectFigures(within timeout: Duration) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumed = NIOLockedValueBox(false)
-            let resume: @Sendable () -> Void = {
-                let first = resumed.withLockedValue { done in
-                    defer { done = true }
-                    return !done
-                }
-                if first { continuation.resume() }
-            }
-            let id = state.withLockedValue { state -> Int? in
-                guard state.end == nil, state.collections.count < Self.maximumOutstandingCollections else { return nil }
-                state.nextCollection += 1
-                state.collections[state.nextCollection] = resume
-                return state.nextCollection
-            }
-            guard let id else { return resume() }
-            send(.collect(id))
-            channel.whenComplete { result in
-                guard case .success(let channel) = result else { return resume() }
-                channel.eventLoop.scheduleTask(in: .milliseconds(timeout.milliseconds)) { resume() }
-            }
-        }
-    }
-
     func requestStop() { send(.stop) }
 
     /// SIGKILL: whatever the worker is doing, it ends; nothing is ever abandoned in this mode. Its process
@@ -422,13 +384,7 @@ final class WorkerInstance: InstanceHandle {
                 return violation("an answer to no ping")
             }
             answered()
-        case .figures(let id, let reported):
-            guard let collected = state.withLockedValue({ $0.collections.removeValue(forKey: id) }) else {
-                return violation("figures nobody asked for")
-            }
-            figures?.apply(reported, from: pid)
-            collected()
-        case .prepare, .start, .ping, .stop, .fault, .quarantine, .collect:
+        case .prepare, .start, .ping, .stop, .fault, .quarantine:
             violation("a message only the host sends")
         }
     }
@@ -451,12 +407,9 @@ final class WorkerInstance: InstanceHandle {
     }
 
     func ended(_ end: InstanceEnd) {
-        var collections: [@Sendable () -> Void] = []
         let waiters = state.withLockedValue { state -> [CheckedContinuation<InstanceEnd, Never>] in
             state.end = end
             state.pings = [:]
-            collections = Array(state.collections.values)
-            state.collections = [:]
             if state.pidfd >= 0 {
                 Glibc.close(state.pidfd)
                 state.pidfd = -1
@@ -465,8 +418,6 @@ final class WorkerInstance: InstanceHandle {
             return state.endWaiters
         }
         waiters.forEach { $0.resume(returning: end) }
-        figures?.workerEnded(pid)
-        collections.forEach { $0() }
         channel.whenSuccess { $0.close(promise: nil) }
     }
 }
