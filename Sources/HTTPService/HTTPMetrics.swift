@@ -13,6 +13,11 @@ public final class HTTPMetrics: Sendable {
     /// finished, a 400 for one that did not parse, a 431 for one too large).
     static let noRequest = "none"
     static let statusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+    /// Every value of the `method` and `code` labels this service counts with (a host that takes figures
+    /// from workers takes no other).
+    public static let labelValues: [String: [String]] = [
+        "method": methods.map(\.rawValue) + ["other", noRequest], "code": statusClasses,
+    ]
 
     /// `inetinfo_http_requests_total{method,code}`, indexed [method][class]: the named methods, then
     /// `other`, then ``noRequest``.

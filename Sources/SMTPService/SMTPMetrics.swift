@@ -14,13 +14,17 @@ public final class SMTPMetrics: Sendable {
     /// From the end of a message's content to its acknowledgement.
     let deliveryDurations: Timer
 
+    /// Every value of the `class` label this service counts with (a host that takes figures from workers
+    /// takes no other).
+    public static let replyClasses = ["2xx", "3xx", "4xx", "5xx"]
+
     /// Makes every series of the service (at 0 until counted).
     public init(factory: any MetricsFactory) {
         sessionsOpen = Meter(label: "inetinfo_smtp_sessions_open", factory: factory)
         sessionsTotal = Counter(label: "inetinfo_smtp_sessions_total", factory: factory)
         messagesAccepted = Counter(label: "inetinfo_smtp_messages_accepted_total", factory: factory)
         messageBytes = Counter(label: "inetinfo_smtp_message_bytes_total", factory: factory)
-        replies = ["2xx", "3xx", "4xx", "5xx"].map {
+        replies = Self.replyClasses.map {
             Counter(label: "inetinfo_smtp_replies_total", dimensions: [("class", $0)], factory: factory)
         }
         deliveryDurations = Timer(label: "inetinfo_smtp_delivery_duration_seconds", factory: factory)

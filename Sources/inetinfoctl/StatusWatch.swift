@@ -54,7 +54,8 @@ struct StatusWatch {
         guard let previous, let before = previous.status.services.first(where: { $0.name == service.name }) else { return [] }
         let seconds = reading.at.timeIntervalSince(previous.at)
         guard seconds > 0 else { return [] }
-        var rates = [(String(format: "%.1f", Double(service.restarts - before.restarts) * 60 / seconds), "restarts/min")]
+        // A host restarted in between counts from 0 again: no negative rates.
+        var rates = [(String(format: "%.1f", Double(max(service.restarts - before.restarts, 0)) * 60 / seconds), "restarts/min")]
         let traffic: (name: String, unit: String)? = switch service.name {
         case "smtp": ("inetinfo_smtp_messages_accepted_total", "messages/s")
         case "http": ("inetinfo_http_requests_total", "requests/s")

@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import HostControl
+import InetinfoTestKit
 @testable import InetinfoHost
 import Logging
 import Prometheus
@@ -48,12 +49,50 @@ struct FigureFileTests {
         // between): its last counts are taken, its gauge goes, its file too.
         workers.collect()
         one.requests.increment(by: 5)
-        workers.workerEnded(101)
+        workers.workerEnded(first)
         #expect(!FileManager.default.fileExists(atPath: first))
         samples = MetricSamples(exposition: metrics.registry.emitToString())
         #expect(samples.value("inetinfo_http_requests_total", ["method": "GET", "code": "2xx"]) == 47)
         #expect(samples.value("inetinfo_http_connections_open") == 1)
         #expect(samples.value("inetinfo_http_request_duration_seconds_count") == 2)
+    }
+
+    /// A worker names only what its service counts: other label values, other families, a count that
+    /// goes down are ignored; a flood of observations is replayed a bounded part per reading, the rest at
+    /// the next, nothing lost.
+    @Test func aWorkerCannotInventSeriesAndItsObservationsComeInBoundedParts() async throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let metrics = HostMetrics(isolation: .process, figures: directory, logger: Logger(label: "test"))
+        let workers = try #require(metrics.workers)
+        let path = try #require(workers.create(for: 201, service: "http"))
+        let recorder = try FigureRecorder(path: path)
+
+        Counter(label: "inetinfo_http_requests_total", dimensions: [("method", "BREW"), ("code", "2xx")], factory: recorder).increment()
+        Counter(label: "inetinfo_http_requests_total", dimensions: [("method", "GET"), ("code", "9xx")], factory: recorder).increment()
+        Counter(label: "inetinfo_made_up_total", factory: recorder).increment()
+        Counter(label: "process_open_fds", factory: recorder).increment()  // the host's own, not a worker's
+        let flood = Timer(label: "inetinfo_http_request_duration_seconds", factory: recorder)
+        let count = Int(WorkerFigures.replayBudget) + 50_000
+        for _ in 0..<count { flood.recordNanoseconds(2_000_000) }
+
+        workers.collect()
+        var samples = MetricSamples(exposition: metrics.registry.emitToString())
+        #expect(samples.samples.filter { $0.name == "inetinfo_http_requests_total" }.isEmpty, "\(samples.samples.filter { $0.name.hasPrefix("inetinfo_http_requests") })")
+        #expect(samples.value("inetinfo_made_up_total") == nil)
+        #expect(samples.value("process_open_fds") == nil)
+        #expect(samples.value("inetinfo_http_request_duration_seconds_count") == Double(WorkerFigures.replayBudget))
+
+        // The rest comes as the allowance refills (a second's worth of the budget per second).
+        samples = try await Deadline.eventually("the rest of the observations", timeout: .seconds(10), every: .milliseconds(100)) {
+            workers.collect()
+            let now = MetricSamples(exposition: metrics.registry.emitToString())
+            return now.value("inetinfo_http_request_duration_seconds_count") == Double(count) ? now : nil
+        }
+        let sum = samples.value("inetinfo_http_request_duration_seconds_sum") ?? -1
+        #expect(abs(sum - Double(count) * 0.002) < 1e-6, "sum \(sum)")
+        #expect(samples.value("inetinfo_http_request_duration_seconds_bucket", ["le": "0.001"]) == 0)
+        #expect(samples.value("inetinfo_http_request_duration_seconds_bucket", ["le": "0.0025"]) == Double(count))
     }
 
     @Test func aFileThatIsNotAFigureFileIsIgnored() throws {

@@ -20,17 +20,45 @@ struct AdminServer: Service {
     let supervisor: Supervisor
     let logger: Logger
 
+    /// Connections at once, and from one address: a few scrapers and probers need a handful; past it a
+    /// connection is closed at once, so that nobody can hold the listener's descriptors.
+    static let maximumConnections = 32
+    static let maximumConnectionsPerClient = 8
+
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // The exposition is built here, off the listener's loop: /healthz and /readyz answer meanwhile.
+        let exposition = NIOThreadPool(numberOfThreads: 1)
+        exposition.start()
+        do {
+            try await serve(group: group, exposition: exposition)
+        } catch {
+            try? await exposition.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try? await exposition.shutdownGracefully()
+        try? await group.shutdownGracefully()
+    }
+
+    private func serve(group: MultiThreadedEventLoopGroup, exposition: NIOThreadPool) async throws {
         let metrics = self.metrics
         let supervisor = self.supervisor
+        let connections = ConnectionLimiter(limit: Self.maximumConnections, perClientLimit: Self.maximumConnectionsPerClient)
         let channel = try await ServerBootstrap(group: group)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let client = channel.remoteAddress?.ipAddress
+                guard connections.enter(client: client) == .admitted else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in connections.leave(client: client) }
+                return channel.eventLoop.makeCompletedFuture {
+                    // Nothing is read while answers wait to be sent: a client that asks and never reads
+                    // holds one answer, not one per request.
+                    try channel.pipeline.syncOperations.addHandler(BackPressureHandler())
                     // A scraper or a prober that goes quiet for a minute is closed.
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: .seconds(60)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics, supervisor: supervisor))
+                    try channel.pipeline.syncOperations.addHandler(
+                        AdminHandler(metrics: metrics, supervisor: supervisor, exposition: exposition))
                 }
             }
             .withBoundSocket(try socket.duplicateForInstance())
@@ -38,7 +66,6 @@ struct AdminServer: Service {
         logger.notice("admin listener serving /metrics, /healthz and /readyz", metadata: ["listen": "\(socket.address)"])
         try? await gracefulShutdown()
         try? await channel.close()
-        try? await group.shutdownGracefully()
     }
 }
 
@@ -49,11 +76,13 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let metrics: MetricsExposition
     private let supervisor: Supervisor
+    private let exposition: NIOThreadPool
     private var request: HTTPRequestHead?
 
-    init(metrics: MetricsExposition, supervisor: Supervisor) {
+    init(metrics: MetricsExposition, supervisor: Supervisor, exposition: NIOThreadPool) {
         self.metrics = metrics
         self.supervisor = supervisor
+        self.exposition = exposition
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -79,7 +108,17 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         switch path {
         case "/metrics":
-            respond(head, .ok, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition(), context: context)
+            let metrics = self.metrics
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            exposition.runIfActive(eventLoop: context.eventLoop) { metrics.exposition() }.whenComplete { result in
+                let (handler, context) = loopBound.value
+                switch result {
+                case .success(let body):
+                    handler.respond(head, .ok, "text/plain; version=0.0.4; charset=utf-8", body, context: context)
+                case .failure:
+                    handler.respond(head, .serviceUnavailable, "text/plain; charset=utf-8", Array("stopping\n".utf8), context: context)
+                }
+            }
         case "/healthz":
             if let problem = supervisor.health.problem() {
                 respond(head, .serviceUnavailable, "text/plain; charset=utf-8", Array("unhealthy: \(problem)\n".utf8), context: context)

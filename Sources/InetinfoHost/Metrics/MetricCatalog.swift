@@ -1,3 +1,6 @@
+import HTTPService
+import SMTPService
+
 /// Every metric the host exposes: its name, type, help text and label names. The single list of them:
 /// the exposition's HELP lines come from here (promtool requires one per family), the worker figures the
 /// host accepts are checked against it (a worker names only these, with exactly these labels), and
@@ -12,6 +15,8 @@ enum MetricCatalog {
         var help: String
         /// Counted inside a service instance: in process isolation, in a worker, and collected by the host.
         var fromServices = false
+        /// For a service's labels: every value it counts with (the host takes no other from a worker).
+        var labelValues: [String: [String]] = [:]
     }
 
     static let all: [Metric] = [
@@ -58,14 +63,15 @@ enum MetricCatalog {
         .init(name: "inetinfo_smtp_message_bytes_total", kind: .counter, labels: [],
               help: "Content octets of the accepted messages.", fromServices: true),
         .init(name: "inetinfo_smtp_replies_total", kind: .counter, labels: ["class"],
-              help: "SMTP replies sent, by class (2xx, 3xx, 4xx, 5xx).", fromServices: true),
+              help: "SMTP replies sent, by class (2xx, 3xx, 4xx, 5xx).", fromServices: true,
+              labelValues: ["class": SMTPMetrics.replyClasses]),
         .init(name: "inetinfo_smtp_delivery_duration_seconds", kind: .histogram, labels: [],
               help: "From the end of a message's content to its acknowledgement (the commit to stable storage).",
               fromServices: true),
         // HTTP (HTTPService/HTTPMetrics.swift).
         .init(name: "inetinfo_http_requests_total", kind: .counter, labels: ["method", "code"],
               help: "HTTP responses, by request method and status class (code: 1xx to 5xx; method none: no complete request).",
-              fromServices: true),
+              fromServices: true, labelValues: HTTPMetrics.labelValues),
         .init(name: "inetinfo_http_response_content_bytes_total", kind: .counter, labels: [],
               help: "Content bytes of HTTP responses.", fromServices: true),
         .init(name: "inetinfo_http_request_duration_seconds", kind: .histogram, labels: [],

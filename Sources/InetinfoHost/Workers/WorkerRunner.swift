@@ -173,7 +173,8 @@ final class WorkerRunner: InstanceRunner {
         // so that a spare's start costs no more than the start itself. Sent under the lock that quarantine
         // changes take: the worker gets its first quarantine before any later change.
         var prepared = configuration(sockets)
-        prepared.figuresFile = figures?.create(for: pid, service: service)
+        let figuresFile = figures?.create(for: pid, service: service)
+        prepared.figuresFile = figuresFile
         state.withLockedValue { state in
             state.live[pid] = worker
             prepared.quarantine = state.quarantine.sorted()
@@ -199,7 +200,7 @@ final class WorkerRunner: InstanceRunner {
             let end = await ChildProcess.reap(pid)
             worker.reaped()
             // What it counted up to its end, crash or not, before the supervisor hears of the end.
-            figures?.workerEnded(pid)
+            if let figuresFile { figures?.workerEnded(figuresFile) }
             // The crash report is complete once the worker's standard error is (whatever it started may
             // hold it a little longer: not for long).
             await standardError.finished(within: .seconds(1))
