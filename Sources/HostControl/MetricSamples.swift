@@ -1,7 +1,9 @@
 import Foundation
 
-/// The samples of a Prometheus text exposition: `name{label="value",…} number` lines (comments skipped).
-/// Enough for tests to read figures; the format itself is checked with Prometheus' own tools.
+/// The samples of a Prometheus text exposition: `name{label="value",…} number` lines (comments skipped),
+/// as this host writes them (label values are plain words: no escaped quotes or commas). Enough for
+/// `status --watch`'s rates and for tests to read figures; the format itself is checked with Prometheus'
+/// own tools (docs/testing.md).
 public struct MetricSamples: Sendable {
     public struct Sample: Sendable {
         public var name: String

@@ -7,10 +7,7 @@ import Prometheus
 struct DescribedMetricsFactory: MetricsFactory {
     let registry: PrometheusCollectorRegistry
 
-    /// The whole name as one part (the catalog's names are complete), with the catalog's help.
-    private func described(_ label: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(metricName: label, unitName: "", helpText: MetricCatalog.byName[label]?.help ?? label)
-    }
+    private func described(_ label: String) -> MetricNameDescriptor { MetricCatalog.descriptor(label) }
 
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
         registry.makeCounter(descriptor: described(label), labels: dimensions)

@@ -23,10 +23,6 @@ final class HostMetrics: Sendable {
         workers = isolation == .process ? WorkerFigures(factory: factory, directory: figures, logger: logger) : nil
         watchdogPings = CoreMetrics.Counter(label: "inetinfo_watchdog_pings_total", factory: factory)
     }
-
-    static func described(_ name: String) -> MetricNameDescriptor {
-        MetricNameDescriptor(metricName: name, unitName: "", helpText: MetricCatalog.byName[name]?.help ?? name)
-    }
 }
 
 /// `/metrics`: the host's registry, with the figures that are states (service states, health, the
@@ -63,7 +59,7 @@ final class MetricsExposition: Sendable {
         self.quarantine = quarantine
         let registry = metrics.registry
         func gauge(_ name: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
-            registry.makeGauge(descriptor: HostMetrics.described(name), labels: labels)
+            registry.makeGauge(descriptor: MetricCatalog.descriptor(name), labels: labels)
         }
         let serviceNames = supervisor.latestSnapshot().map(\.name)
         services = Dictionary(uniqueKeysWithValues: serviceNames.map { name in
@@ -83,7 +79,7 @@ final class MetricsExposition: Sendable {
         gauge("inetinfo_build_info", [("version", InetinfoHost.version), ("isolation", supervisor.isolation.rawValue)]).set(to: 1)
         gauge("inetinfo_watchdog_interval_seconds").set(to: Double(watchdogUsec ?? 0) / 1_000_000)
         gauge("process_start_time_seconds").set(to: started.timeIntervalSince1970)
-        process = (registry.makeCounter(descriptor: HostMetrics.described("process_cpu_seconds_total")),
+        process = (registry.makeCounter(descriptor: MetricCatalog.descriptor("process_cpu_seconds_total")),
                    gauge("process_resident_memory_bytes"), gauge("process_virtual_memory_bytes"),
                    gauge("process_open_fds"), gauge("process_max_fds"))
     }

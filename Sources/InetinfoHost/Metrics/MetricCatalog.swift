@@ -1,4 +1,5 @@
 import HTTPService
+import Prometheus
 import SMTPService
 
 /// Every metric the host exposes: its name, type, help text and label names. The single list of them:
@@ -45,8 +46,6 @@ enum MetricCatalog {
               help: "The systemd watchdog interval (WatchdogSec); 0 when the host runs without a watchdog."),
         .init(name: "inetinfo_build_info", kind: .gauge, labels: ["version", "isolation"],
               help: "Always 1; the labels say which release runs, in which isolation mode."),
-        .init(name: "inetinfo_crash_records_total", kind: .counter, labels: ["service"],
-              help: "Crash records written (inetinfoctl crashes)."),
         .init(name: "inetinfo_quarantined_addresses", kind: .gauge, labels: [],
               help: "Client addresses refused because their input crashed a service."),
         .init(name: "process_cpu_seconds_total", kind: .counter, labels: [], help: "User and system CPU time of the host process, in seconds."),
@@ -81,6 +80,11 @@ enum MetricCatalog {
     ]
 
     static let byName: [String: Metric] = Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+
+    /// The name of a family as swift-prometheus wants it: whole, with the catalog's help text.
+    static func descriptor(_ name: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: byName[name]?.help ?? name)
+    }
 
     /// Histogram buckets of every duration, in seconds: from half a millisecond (a ping, a cached file) to
     /// ten seconds (a delivery on a struggling disk).

@@ -20,6 +20,8 @@ import Systemd
 /// sent its configuration as soon as it is spawned and builds its service from it; the start message only
 /// names the instance. With `spares > 0` one such prepared worker waits, and the next launch only sends it
 /// its start message; a new spare is started once the new worker is ready.
+/// When the host keeps metrics, every worker counts into a figure file of its own (``WorkerFigures``),
+/// created before its prepare message names it and read one last time after the reap.
 final class WorkerRunner: InstanceRunner {
     private let executable: String
     private let service: String
