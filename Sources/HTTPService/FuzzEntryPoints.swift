@@ -15,6 +15,7 @@ import Supervision
         public let connections: ConnectionLimiter
         let files: FileCache
         let accessLog: AccessLogSink
+        /// Counted (into nothing): the fuzzer drives the metered path, as a host with metrics runs it.
         let metrics = HTTPMetrics(factory: NOOPMetricsHandler.instance)
 
         /// - Parameter accessLog: whether connections get the access log handler (written through a

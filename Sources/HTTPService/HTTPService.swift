@@ -1,3 +1,4 @@
+import CoreMetrics
 import Glibc
 import Logging
 import NIOCore
@@ -27,7 +28,8 @@ public struct HTTPService: HostedService {
         let accessLog = try AccessLogSink(settings.accessLog, logger: context.logger)
         defer { accessLog.close() }
         let files = FileCache(capacity: settings.fileCacheSize)
-        let metrics = HTTPMetrics(factory: context.metrics)
+        // A host that keeps no metrics gets a no-op factory: then no exchange is timed or counted at all.
+        let metrics = context.metrics is NOOPMetricsHandler ? nil : HTTPMetrics(factory: context.metrics)
         try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds)),
                                      refusal: Self.quarantineRefusal) { channel in
             channel.eventLoop.makeCompletedFuture {
@@ -48,7 +50,7 @@ public struct HTTPService: HostedService {
     /// `EmbeddedChannel`.
     static func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, settings: HTTPSettings,
                             connections: ConnectionLimiter, files: FileCache, accessLog: AccessLogSink?,
-                            metrics: HTTPMetrics) throws {
+                            metrics: HTTPMetrics?) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         // The parser's own ceiling: beyond it a request is cut off with 431. Below it, RequestGuard answers
         // 414 for a long request line and 431 for a large header block with the configured limits.
@@ -57,7 +59,7 @@ public struct HTTPService: HostedService {
         limits.maxHeaderFieldCount = settings.maxHeaders
         // The timeout handler sees each request head, the encoder each response: between them they time
         // and count the exchanges, without a handler of their own (each one is a hop per read and write).
-        let meter = ExchangeMeter(metrics: metrics)
+        let meter = metrics.map(ExchangeMeter.init(metrics:))
         let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
                                              head: .seconds(Int64(settings.headerTimeoutSeconds)), meter: meter)
         try pipeline.addHandler(ConnectionLimitHandler(limiter: connections, metrics: metrics))
@@ -82,11 +84,11 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     private let limiter: ConnectionLimiter
-    private let metrics: HTTPMetrics
+    private let metrics: HTTPMetrics?
     /// The peer address that holds a slot, once admitted.
     private var admitted: String??
 
-    init(limiter: ConnectionLimiter, metrics: HTTPMetrics) {
+    init(limiter: ConnectionLimiter, metrics: HTTPMetrics?) {
         self.limiter = limiter
         self.metrics = metrics
     }
@@ -101,8 +103,8 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
             return
         }
         admitted = .some(client)
-        metrics.connectionsTotal.increment()
-        metrics.connectionsOpen.increment()
+        metrics?.connectionsTotal.increment()
+        metrics?.connectionsOpen.increment()
         context.fireChannelActive()
     }
 
@@ -113,7 +115,7 @@ final class ConnectionLimitHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if let client = admitted {
             limiter.leave(client: client)
-            metrics.connectionsOpen.decrement()
+            metrics?.connectionsOpen.decrement()
         }
         admitted = nil
         context.fireChannelInactive()

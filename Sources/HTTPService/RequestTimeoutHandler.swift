@@ -29,9 +29,10 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     private var timer: (task: Scheduled<Void>, due: NIODeadline)?
     private var deadline: NIODeadline?
     private var context: ChannelHandlerContext?
-    private let meter: ExchangeMeter
+    /// Times and counts the exchanges, when the host keeps metrics.
+    private let meter: ExchangeMeter?
 
-    init(keepAlive: TimeAmount, head: TimeAmount, meter: ExchangeMeter) {
+    init(keepAlive: TimeAmount, head: TimeAmount, meter: ExchangeMeter?) {
         self.keepAlive = keepAlive
         self.head = head
         self.meter = meter
@@ -67,7 +68,7 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            meter.requestArrived(head)
+            meter?.requestArrived(head)
             unanswered += 1
             if Self.hasBody(head) {
                 phase = .readingBody

@@ -27,12 +27,13 @@ final class ResponseEncoder: ChannelOutboundHandler {
     static let coalesceLimit = 16 * 1024
 
     private let timeouts: RequestTimeoutHandler
-    private let meter: ExchangeMeter
+    /// Times and counts the exchanges, when the host keeps metrics.
+    private let meter: ExchangeMeter?
     private var date = HTTPDate.Cache()
     /// An encoded head waiting for its first content part (or the end, or a flush).
     private var held: (head: ByteBuffer, promise: EventLoopPromise<Void>?)?
 
-    init(timeouts: RequestTimeoutHandler, meter: ExchangeMeter) {
+    init(timeouts: RequestTimeoutHandler, meter: ExchangeMeter?) {
         self.timeouts = timeouts
         self.meter = meter
     }
@@ -43,23 +44,23 @@ final class ResponseEncoder: ChannelOutboundHandler {
             assert(!head.status.mayHaveResponseBody || head.headers.contains(name: "Content-Length"),
                    "responses of this service are framed by Content-Length")
             release(context: context)
-            meter.responseBegan(status: head.status.code)
+            meter?.responseBegan(status: head.status.code)
             held = (Self.encode(head, date: date.now(), allocator: context.channel.allocator), promise)
         case .body(.byteBuffer(let content)) where held != nil && content.readableBytes <= Self.coalesceLimit:
-            meter.contentSent(content.readableBytes)
+            meter?.contentSent(content.readableBytes)
             var (buffer, headPromise) = held!
             held = nil
             buffer.writeImmutableBuffer(content)
             if let headPromise, let promise { promise.futureResult.cascade(to: headPromise) }
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise ?? headPromise)
         case .body(let content):
-            meter.contentSent(content.readableBytes)
+            meter?.contentSent(content.readableBytes)
             release(context: context)
             context.write(wrapOutboundOut(content), promise: promise)
         case .end:
             release(context: context)
             timeouts.responseEnded()
-            meter.responseEnded()
+            meter?.responseEnded()
             // Nothing to write; an empty write still completes a promise in order with the others.
             if let promise { context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise) }
         }
