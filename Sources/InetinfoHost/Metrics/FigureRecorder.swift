@@ -119,11 +119,8 @@ private final class SharedGauge: MeterHandler, @unchecked Sendable {
 }
 
 private final class SharedHistogram: TimerHandler, @unchecked Sendable {
-    /// Upper bounds of the buckets, in nanoseconds; one more bucket holds everything beyond the last.
-    private static let bounds: [Int64] = MetricCatalog.durationBuckets.map {
-        let (seconds, attoseconds) = $0.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
+    /// Upper bounds of the buckets; one more bucket holds everything beyond the last.
+    private static let bounds = MetricCatalog.durationBoundsNanoseconds
 
     private let counts: UnsafeMutablePointer<UInt64>
     private let sums: UnsafeMutablePointer<UInt64>

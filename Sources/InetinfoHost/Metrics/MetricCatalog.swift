@@ -93,4 +93,10 @@ enum MetricCatalog {
         .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
         .seconds(1), .milliseconds(2_500), .seconds(5), .seconds(10),
     ]
+
+    /// ``durationBuckets``' upper bounds in nanoseconds (a worker's recorder and the host's intake bucket with them).
+    static let durationBoundsNanoseconds: [Int64] = durationBuckets.map {
+        let (seconds, attoseconds) = $0.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
 }

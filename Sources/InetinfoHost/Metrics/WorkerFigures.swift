@@ -184,7 +184,7 @@ final class WorkerFigures: Sendable {
                     let taken = min(added, budget)
                     let grown = entry.sums[bucket] >= last.sums[bucket] ? entry.sums[bucket] - last.sums[bucket] : 0
                     // The part of the sum that goes with the observations taken now (all of it, mostly).
-                    let sum = taken == added ? grown : UInt64(Double(grown) * (Double(taken) / Double(added)))
+                    let sum = taken == added ? grown : Self.share(of: grown, taken, of: added)
                     last.counts[bucket] += taken
                     last.sums[bucket] = taken == added ? max(entry.sums[bucket], last.sums[bucket]) : last.sums[bucket] &+ sum
                     budget -= taken
@@ -208,10 +208,16 @@ final class WorkerFigures: Sendable {
         return intake
     }
 
+    /// `total × part / whole`, exactly (rounded down): the sum that goes with `part` of `whole` observations.
+    private static func share(of total: UInt64, _ part: UInt64, of whole: UInt64) -> UInt64 {
+        let product = total.multipliedFullWidth(by: part)
+        // part < whole, so the quotient fits.
+        return whole.dividingFullWidth((product.high, product.low)).quotient
+    }
+
     /// A mean duration moved inside its bucket (a torn reading can put it out), in nanoseconds.
     private static func bucketed(mean: UInt64, bucket: Int) -> Int64 {
-        let bounds = MetricCatalog.durationBuckets.map { Int64($0.components.seconds) * 1_000_000_000
-            + $0.components.attoseconds / 1_000_000_000 }
+        let bounds = MetricCatalog.durationBoundsNanoseconds
         let lower = bucket == 0 ? 0 : bounds[bucket - 1] + 1
         let upper = bucket < bounds.count ? bounds[bucket] : longestObservation
         return min(max(Int64(clamping: mean), lower), upper)
