@@ -28,6 +28,7 @@ let package = Package(
         ),
         .systemLibrary(name: "CProcessControl"),
         .target(name: "CCrashMarker"),
+        .target(name: "CJournal"),
         .target(
             name: "Systemd",
             dependencies: [
@@ -62,6 +63,7 @@ let package = Package(
             name: "SMTPService",
             dependencies: [
                 .product(name: "CoreMetrics", package: "swift-metrics"),
+                "CJournal",
                 "Supervision",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -169,6 +171,11 @@ let package = Package(
             name: "figure-file-fuzzer",
             dependencies: ["InetinfoHost"],
             path: "Fuzz/figure-file-fuzzer"
+        ),
+        .executableTarget(
+            name: "journal-record-fuzzer",
+            dependencies: ["SMTPService"],
+            path: "Fuzz/journal-record-fuzzer"
         ),
         .executableTarget(
             name: "configuration-fuzzer",

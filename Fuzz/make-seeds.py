@@ -194,3 +194,34 @@ write("figure-file", "hostile", figures([
     (1, b"inetinfo_smtp_messages_accepted_total", 7, [], []),
 ]))
 write("figure-file", "header-only", figures([]))
+
+# --- journal-record: a journal's head (checkpoint slots) or one record
+# (Sources/SMTPService/Journal/JournalFormat.swift).
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+def slot(epoch, seq, offset, size):
+    body = struct.pack("<IIQQQQ", 0x31434A49, 0, epoch, seq, offset, size)
+    return body + struct.pack("<I", crc32c(body))
+
+def record(kind, epoch, seq, name, mailboxes, content):
+    meta = b""
+    if kind == 1:
+        meta = struct.pack("<H", len(name)) + name + struct.pack("<H", len(mailboxes))
+        for m in mailboxes:
+            meta += struct.pack("<H", len(m)) + m
+    head = struct.pack("<IIQQIIQI", 0x31524A49, kind, epoch, seq, len(meta), 0, len(content), crc32c(content))
+    return head + struct.pack("<I", crc32c(meta, crc32c(head))) + meta + content
+
+assert crc32c(b"123456789") == 0xE3069283
+write("journal-record", "head", slot(1, 1, 4096, 1 << 20) + b"\0" * (512 - 44) + slot(2, 7, 8192, 1 << 20))
+write("journal-record", "head-torn-slot", slot(3, 1, 4096, 1 << 20)[:30] + b"\0" * 482 + slot(2, 7, 8192, 1 << 20))
+write("journal-record", "message", record(1, 2, 7, b"1796292053.M867042P30404Q1.vm", [b"localhost/bob", b"localhost/carol"],
+                                         b"Subject: x\r\n\r\nhello\r\n"))
+write("journal-record", "wrap", record(2, 2, 8, b"", [], b""))
+write("journal-record", "unsafe-path", record(1, 2, 9, b"1.M1P1Q1.vm", [b"../etc"], b"x"))

@@ -9,7 +9,7 @@
 #   FUZZ_SKIP_BUILD=1 scripts/fuzz.sh …    fuzz what was built last
 #
 # Targets: smtp-session-fuzzer, http-request-fuzzer, http-fields-fuzzer, control-request-fuzzer,
-# configuration-fuzzer, worker-message-fuzzer, flight-recording-fuzzer, figure-file-fuzzer. Extra libFuzzer flags may be given in FUZZ_FLAGS.
+# configuration-fuzzer, worker-message-fuzzer, flight-recording-fuzzer, figure-file-fuzzer, journal-record-fuzzer. Extra libFuzzer flags may be given in FUZZ_FLAGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,7 @@ target_info() {
         worker-message-fuzzer)  echo "worker-message 4096 60000" ;;
         flight-recording-fuzzer) echo "flight-recording 16384 10000" ;;
         figure-file-fuzzer)     echo "figure-file 4096 60000" ;;
+        journal-record-fuzzer)  echo "journal-record 8192 10000" ;;
         *) echo "fuzz: unknown target '$1'" >&2; return 1 ;;
     esac
 }

@@ -10,11 +10,12 @@ swift build --build-tests
 # Suites run one after another: several of them load both cores on purpose (chaos, kill -9 cycles),
 # and timing-sensitive checks must not share the machine with them.
 swift test --skip-build --no-parallel
-# The power-loss suite (part of the run above) must fail against a host built without the fsync of new/:
-# one more debug build (~3-5 min on an idle machine, kept in .build-mutant-SKIP_NEW_FSYNC) and ~1 min.
-# INETINFO_MUTANT_CHECK=0 skips it; `scripts/powerloss/mutant-check.sh` alone also checks the spool mutant.
+# The power-loss suite (part of the run above) must fail against a host built without the fsync of new/
+# (smtp.commit = direct), and against one whose journal checkpoints without fsyncing new/ (journal): two
+# more debug builds (~3-5 min each on an idle machine, kept in .build-mutant-*) and ~1 min each.
+# INETINFO_MUTANT_CHECK=0 skips them; `scripts/powerloss/mutant-check.sh` alone also checks the spool mutant.
 if [ "${INETINFO_MUTANT_CHECK:-1}" != 0 ]; then
-    scripts/powerloss/mutant-check.sh POWERLOSS_MUTANT_SKIP_NEW_FSYNC
+    scripts/powerloss/mutant-check.sh POWERLOSS_MUTANT_SKIP_NEW_FSYNC POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC
 fi
 # The systemd units: static checks, then the host under a real systemd booted in private namespaces.
 scripts/systemd/check-units.sh
@@ -26,7 +27,7 @@ scripts/systemd/deb-test.sh
 # first (one build at a time), then run one after another. SMTP gets FUZZ_SECONDS, the others
 # FUZZ_SECONDS_OTHER each.
 fuzz_targets=(smtp-session-fuzzer http-request-fuzzer http-fields-fuzzer control-request-fuzzer configuration-fuzzer
-              worker-message-fuzzer flight-recording-fuzzer figure-file-fuzzer)
+              worker-message-fuzzer flight-recording-fuzzer figure-file-fuzzer journal-record-fuzzer)
 for target in "${fuzz_targets[@]}"; do
     scripts/fuzz.sh --build "$target"
 done

@@ -11,21 +11,26 @@
 #   ROUNDS [3]           passes over every case; medians are reported
 #   LOADS  ["1:2000:1024 20:10000:4096 20:2000:102400"]   sessions:messages:body-octets for smtp-source
 #   BDAT_LOADS [same as LOADS]                             the same for bdat_load.py (ours only)
-#   TARGETS ["ours-maildir aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"]
+#   TARGETS ["ours-journal ours-direct aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"]
+#   LAG_MESSAGES [500]   messages lag.py sends beside the 20-session load (0: no lag measurement)
 #   CASE_TIMEOUT [120]   seconds allowed to one case (the load generator is killed after it)
 #   SKIP_BUILD [0]       1: use the existing .build-bench/release/inetinfo
 #   RECENTLY_DELETED_WAIT [370]  seconds to wait after the previous run deleted its files (see below)
 #   QUIET_BUDGET [180]   seconds the run may wait, in all, for other processes to leave the CPU idle
 #   KEEP_TMP [0]         1: keep the temporary folder (logs, Maildirs, Postfix's maillog) for inspection
 #
-# Targets: ours-maildir = inetinfo, durable Maildir delivery; ours-discard = inetinfo with
+# Targets: ours-journal = inetinfo, durable Maildir delivery with smtp.commit=journal (250 once the record
+# is flushed, delivery into new/ behind it); ours-direct = the same with smtp.commit=direct (file and new/
+# fsynced before 250); ours-discard = inetinfo with
 # smtp.delivery=discard; smtp-sink = Postfix's no-storage sink; aiosmtpd-maildir = aiosmtpd +
 # maildir_server.py (fsync of the file and of new/ before 250, in a thread pool); aiosmtpd-inline = the
 # same with the fsyncs on the event loop; postfix = a private Postfix instance (smtpd -> cleanup -> queue,
 # 250 -> qmgr -> virtual(8) -> Maildir); "postfix-e2e" in the tables is the same run timed until the last
 # message is in the Maildir.
 # Load: Postfix's smtp-source (DATA, no pipelining, -d keeps connections open) and bdat_load.py
-# (MAIL/RCPT/BDAT LAST in one write) against ours-maildir and ours-discard.
+# (MAIL/RCPT/BDAT LAST in one write) against ours-*.
+# Lag (ours-journal only): the time from a 250 to the file in new/ (lag.py, inotify), for LAG_MESSAGES
+# messages sent one after another while smtp-source runs 20 sessions x 4 KiB beside them.
 #
 # Every case delivers to a recipient of its own (r<round>-<kind>-<load>@localhost), so to a fresh Maildir:
 # nothing is deleted while measuring (see RECENTLY_DELETED_WAIT below for why that matters here).
@@ -37,7 +42,8 @@ PY=/usr/bin/python3            # Debian's python, where python3-aiosmtpd is inst
 ROUNDS=${ROUNDS:-3}
 LOADS=${LOADS:-"1:2000:1024 20:10000:4096 20:2000:102400"}
 BDAT_LOADS=${BDAT_LOADS-$LOADS}
-TARGETS=${TARGETS:-"ours-maildir aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"}
+TARGETS=${TARGETS:-"ours-journal ours-direct aiosmtpd-maildir aiosmtpd-inline postfix ours-discard smtp-sink"}
+LAG_MESSAGES=${LAG_MESSAGES:-500}
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SENDER=bench@localhost
@@ -364,6 +370,11 @@ run_case() {   # round kind load target
         # Correctness: new/ holds exactly the messages the client saw accepted, and tmp/ nothing.
         local have leftover
         have=$(count_files "$dir/new")
+        # The journal delivers behind the 250: the last files may land a moment after the client is done.
+        local settle=$(( $(date +%s) + 5 ))
+        while [[ $target == ours-journal ]] && (( have < sent && $(date +%s) < settle )); do
+            sleep 0.05; have=$(count_files "$dir/new")
+        done
         leftover=$(count_files "$dir/tmp")
         (( have == sent )) || problem "$target $kind $load round $round: client saw $sent accepted, $dir/new holds $have"
         (( leftover == 0 )) || problem "$target $kind $load round $round: $leftover files left in $dir/tmp"
@@ -377,7 +388,8 @@ log "machine: $(nproc) cores, kernel $(uname -r), load average $(cut -d' ' -f1-3
 started=""
 for target in $TARGETS; do
     case $target in
-        ours-maildir) start_inetinfo ours-maildir ;;
+        ours-journal) start_inetinfo ours-journal ;;
+        ours-direct) start_inetinfo ours-direct --set smtp.commit=direct ;;
         ours-discard) start_inetinfo ours-discard --set smtp.delivery=discard ;;
         aiosmtpd-maildir) start_aiosmtpd aiosmtpd-maildir ;;
         aiosmtpd-inline) start_aiosmtpd aiosmtpd-inline --inline ;;
@@ -404,6 +416,22 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 bench_seconds=$(( $(date +%s) - bench_start ))
+
+# 250 -> new/ under load: lag.py on one session beside smtp-source's 20 sessions x 4 KiB.
+LAG_RESULT=""
+if [[ " $TARGETS " == *" ours-journal "* ]] && (( LAG_MESSAGES > 0 )); then
+    wait_quiet
+    lag_dir=${MAILROOT[ours-journal]}/lag
+    /usr/sbin/smtp-source -c -d -s 20 -m 40000 -l 4096 -f "$SENDER" -t "lag-load@localhost" \
+        "127.0.0.1:${PORT[ours-journal]}" >/dev/null 2>&1 &
+    load_pid=$!
+    sleep 1
+    LAG_RESULT=$("$PY" "$HERE/lag.py" -m "$LAG_MESSAGES" -l 4096 -t lag@localhost "$lag_dir" "127.0.0.1:${PORT[ours-journal]}" 2>&1 || true)
+    kill "$load_pid" 2>/dev/null || true
+    wait "$load_pid" 2>/dev/null || true
+    log "250 -> new/ with smtp.commit=journal beside 20 sessions x 4 KiB: $LAG_RESULT"
+    [[ $LAG_RESULT == *'"missing": 0'* ]] || problem "lag: $LAG_RESULT"
+fi
 (( quiet_waited == 0 )) || log "waited ${quiet_waited}s in all for the machine to be quiet"
 
 # Anything our servers logged at warning level or above.
@@ -419,6 +447,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------- report
 "$PY" "$HERE/report.py" "$RESULTS" "$ROUNDS" "$bench_seconds"
+[[ -z $LAG_RESULT ]] || printf "\n250 -> new/ (smtp.commit=journal, one session beside smtp-source 20 x 4 KiB): %s\n" "$LAG_RESULT"
 echo
 if [[ -s $PROBLEMS ]]; then
     echo "Problems seen:"

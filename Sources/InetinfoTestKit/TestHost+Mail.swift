@@ -31,8 +31,10 @@ extension TestHost {
         return stateDirectory.appendingPathComponent("mail/\(parts[1].lowercased())/\(parts[0])")
     }
 
-    /// The messages in `new/` (or another folder: `tmp`, `cur`) of `address`'s Maildir, oldest name first.
+    /// The messages in `new/` (or another folder: `tmp`, `cur`) of `address`'s Maildir, oldest name first,
+    /// once the host has delivered what it acknowledged (``awaitDeliveries(timeout:)``).
     public func deliveredMessages(to address: String, folder: String = "new") -> [DeliveredMessage] {
+        awaitDeliveries()
         let directory = maildir(for: address).appendingPathComponent(folder)
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).sorted()
         return names.compactMap { name in
@@ -53,6 +55,19 @@ extension TestHost {
 
     /// Files in the spool folder (`mail/.spool/`): messages being received, or left by a host that died
     /// before they were committed.
+    /// With `smtp.commit = journal` (the default) a message is linked into `new/` just after its 250, and
+    /// its spool file removed then: waits until the spool is empty (every acknowledged message delivered,
+    /// no message being received), at most `timeout`. Returns whether it emptied.
+    @discardableResult
+    public func awaitDeliveries(timeout: Duration = .seconds(2)) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !spooledFiles().isEmpty {
+            guard ContinuousClock.now < deadline else { return false }
+            usleep(5_000)
+        }
+        return true
+    }
+
     public func spooledFiles() -> [String] {
         let spool = stateDirectory.appendingPathComponent("mail/.spool").path
         return ((try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []).sorted()

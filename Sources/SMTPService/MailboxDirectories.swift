@@ -52,14 +52,14 @@ final class MailboxDirectories: @unchecked Sendable {
         durable.insert(mailbox)
     }
 
-    /// The spool folder (and the mail root above it), durably: the folder itself holds nothing that must
-    /// survive, but the mail root must.
-    func createSpool(_ spool: String) throws {
+    /// A folder of the service's own below the mail root (the spool, the journals), and the mail root above
+    /// it, durably.
+    func createHidden(_ folder: String) throws {
         lock.lock()
         defer { lock.unlock() }
-        for component in Self.components(of: spool, below: root) {
+        for component in Self.components(of: folder, below: root) {
             try Self.makeDirectory(component)
-            if component != spool { durable.insert(component) }
+            if component != folder { durable.insert(component) }
         }
         try syncAncestors()
     }

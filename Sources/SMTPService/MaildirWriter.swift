@@ -19,11 +19,13 @@ public struct MaildirWriter: Sendable {
     /// Where messages are received before they commit: on the same file system as every Maildir, so
     /// that they can be hard-linked.
     public var spoolDirectory: String { root + "/.spool" }
+    /// The write-ahead journals (`smtp.commit = journal`), on the same file system as the Maildirs.
+    public var journalDirectory: String { root + "/.journal" }
     /// The host name as Maildir file names carry it (`/` and `:` escaped, as the convention says).
     public let hostName: String
     /// Shares fsyncs of `new/` between concurrent commits.
     private let directories = DirectorySyncer()
-    private let mailboxes: MailboxDirectories
+    let mailboxes: MailboxDirectories
 
     public init(root: String, hostName: String) {
         self.root = root
@@ -60,7 +62,7 @@ public struct MaildirWriter: Sendable {
             return try MessageSpool(path: path, name: uniqueName, mailboxes: mailboxes)
         } catch let error as MaildirError where error.errno == ENOENT {
             // The spool folder is made at start; this host's state directory was emptied since.
-            try self.mailboxes.createSpool(spoolDirectory)
+            try self.mailboxes.createHidden(spoolDirectory)
             return try MessageSpool(path: path, name: uniqueName, mailboxes: mailboxes)
         }
     }
@@ -99,7 +101,9 @@ public struct MaildirWriter: Sendable {
     /// left in it. They were never acknowledged, so removing them loses nothing — with one exception kept:
     /// a leftover whose inode some `new/` also names. After a power cut the disk can hold both names with
     /// a link count of one (the link reached the disk, the count did not); unlinking the spool name would
-    /// then free the inode that `new/` still names. Run at start, before any session.
+    /// then free the inode that `new/` still names. With the journal, a leftover may also be a message
+    /// acknowledged and not yet delivered: the journal's replay, which runs first, delivered it from its
+    /// record. Files of another live process of the service are left alone. Run at start, before any session.
     /// - Returns: the files removed, and those kept because a Maildir names them.
     public func recoverSpool() throws -> (removed: Int, kept: Int) {
         try recoverSpool(linkCount: { Int($0.st_nlink) })
@@ -107,7 +111,7 @@ public struct MaildirWriter: Sendable {
 
     /// - Parameter linkCount: the link count as the disk has it (tests model a stale one).
     func recoverSpool(linkCount: (stat) -> Int) throws -> (removed: Int, kept: Int) {
-        try mailboxes.createSpool(spoolDirectory)
+        try mailboxes.createHidden(spoolDirectory)
         let manager = FileManager.default
         let leftovers = ((try? manager.contentsOfDirectory(atPath: spoolDirectory)) ?? []).filter { !$0.hasPrefix(".") }
         guard !leftovers.isEmpty else { return (0, 0) }
@@ -115,7 +119,9 @@ public struct MaildirWriter: Sendable {
         let allMailboxes = ((try? manager.contentsOfDirectory(atPath: root)) ?? []).filter { !$0.hasPrefix(".") }.flatMap { domain in
             ((try? manager.contentsOfDirectory(atPath: "\(root)/\(domain)")) ?? []).map { "\(root)/\(domain)/\($0)" }
         }
-        for name in leftovers {
+        // Another process of this service (a worker draining beside its successor) is still writing these.
+        let inUse = Set(leftovers.filter(Self.writerIsAlive))
+        for name in leftovers where !inUse.contains(name) {
             var spooled = stat()
             // A link count the disk knows to be two or more: unlinking the spool name is safe.
             guard stat("\(spoolDirectory)/\(name)", &spooled) == 0, linkCount(spooled) < 2 else { continue }
@@ -128,10 +134,20 @@ public struct MaildirWriter: Sendable {
             }
         }
         var removed = 0
-        for name in leftovers where !linkedSomewhere.contains(name) && unlink("\(spoolDirectory)/\(name)") == 0 {
+        for name in leftovers where !linkedSomewhere.contains(name) && !inUse.contains(name) && unlink("\(spoolDirectory)/\(name)") == 0 {
             removed += 1
         }
         return (removed, linkedSomewhere.count)
+    }
+
+    /// Whether the spool file `name` (`<seconds>.M<µs>P<pid>Q<n>.<host>`, ``MaildirNames``) belongs to
+    /// another live process.
+    static func writerIsAlive(_ name: String) -> Bool {
+        let parts = name.split(separator: ".", maxSplits: 2)
+        guard parts.count == 3, let p = parts[1].firstIndex(of: "P"), let q = parts[1].firstIndex(of: "Q"), p < q,
+              let pid = Int32(parts[1][parts[1].index(after: p)..<q]), pid > 0, pid != getpid()
+        else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
     }
 
     static func syncDirectory(_ path: String) throws {
@@ -150,6 +166,9 @@ public final class MessageSpool {
         let path: String
         let name: String
         let mailboxes: [String]
+        /// The file's length and CRC-32C (what the journal's record carries).
+        let length: UInt64
+        let crc: UInt32
     }
 
     let path: String
@@ -157,6 +176,8 @@ public final class MessageSpool {
     let mailboxes: [String]
     private var fd: Int32
     private var pending: [UInt8] = []
+    private var length: UInt64 = 0
+    private var crc: UInt32 = 0
     /// The first write error; the message is then refused at commit time.
     public private(set) var error: MaildirError?
     private static let flushThreshold = 64 * 1024
@@ -165,7 +186,8 @@ public final class MessageSpool {
         self.path = path
         self.name = name
         self.mailboxes = mailboxes
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        // Readable too: the journal copies the content from it.
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw MaildirError(path: path, operation: "open", errno: errno) }
     }
 
@@ -193,7 +215,7 @@ public final class MessageSpool {
             discard()
             throw error
         }
-        let finished = Finished(fd: fd, path: path, name: name, mailboxes: mailboxes)
+        let finished = Finished(fd: fd, path: path, name: name, mailboxes: mailboxes, length: length, crc: crc)
         fd = -1
         return finished
     }
@@ -210,6 +232,8 @@ public final class MessageSpool {
             pending.removeAll(keepingCapacity: true)
             return
         }
+        crc = JournalFormat.crc(pending, continuing: crc)
+        length += UInt64(pending.count)
         pending.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {

@@ -21,6 +21,8 @@ final class SMTPHandler: ChannelInboundHandler {
         var options: SMTPSession.Options
         var delivery: SMTPSettings.Delivery
         var writer: MaildirWriter
+        /// Commits go through it when set (`smtp.commit = journal`), the direct way otherwise.
+        var journal: MailJournal?
         var commitPool: NIOThreadPool
         var sessions: ConnectionLimiter
         var names: MaildirNames
@@ -256,8 +258,13 @@ final class SMTPHandler: ChannelInboundHandler {
         updateReading(context: context)
         let writer = environment.writer
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let (journal, pool, logger) = (environment.journal, environment.commitPool, environment.logger)
         environment.commitPool.runIfActive(eventLoop: context.eventLoop) {
-            try writer.commit(finished)
+            guard let journal else { return try writer.commit(finished) }
+            try writer.commit(finished, through: journal, deliveringOn: pool) { error in
+                // Acknowledged and safe in the journal: the checkpointer retries until it succeeds.
+                logger.error("delivery into the Maildir failed; retrying", metadata: ["id": "\(id)", "error": "\(error)"])
+            }
         }.whenComplete { result in
             let (handler, context) = loopBound.value
             switch result {
@@ -270,6 +277,7 @@ final class SMTPHandler: ChannelInboundHandler {
     private func outcome(of error: any Error, id: String) -> SMTPSession.DeliveryOutcome {
         environment.logger.error("delivery failed", metadata: ["id": "\(id)", "error": "\(error)"])
         if let error = error as? MaildirError, error.isOutOfSpace { return .insufficientStorage }
+        if case MailJournal.JournalError.full = error { return .insufficientStorage }
         return .failed
     }
 

@@ -23,6 +23,9 @@ public struct SMTPService: HostedService {
     /// The spool is cleaned once per host run, by the first instance that gets that far (an instance that
     /// fails before, on a missing state directory say, leaves it to the next).
     let spoolRecovered = NIOLockedValueBox(false)
+    /// This process's journal (`smtp.commit = journal`), claimed by the first instance that runs and kept
+    /// by the next ones: a restarted instance goes on with the records of the one before.
+    let journal = NIOLockedValueBox<MailJournal?>(nil)
 
     public init(settings: SMTPSettings, threads: Int = 1, simulatedFailureCrashes: Bool = false) {
         self.settings = settings
@@ -36,6 +39,13 @@ public struct SMTPService: HostedService {
     }
 
     public func run(_ context: InstanceContext) async throws {
+        if settings.delivery == .maildir, settings.commit == .journal, journal.withLockedValue({ $0 }) == nil {
+            // Replays first what dead processes acknowledged and did not deliver (their spool files are
+            // removed just below).
+            let claimed = try JournalClaim.claim(writer: writer, size: UInt64(settings.journalSize), logger: context.logger)
+            context.logger.info("journal claimed", metadata: ["journal": "\(claimed.path)"])
+            journal.withLockedValue { $0 = claimed }
+        }
         if settings.delivery == .maildir, !spoolRecovered.withLockedValue({ $0 }) {
             // Left by a host that was killed mid-delivery: never acknowledged, so safe to remove.
             let (removed, kept) = try writer.recoverSpool()
@@ -52,7 +62,7 @@ public struct SMTPService: HostedService {
             options.mailboxExists = { writer.mailboxExists($0) }
         }
         let environment = SMTPHandler.Environment(
-            options: options, delivery: settings.delivery, writer: writer, commitPool: commitPool,
+            options: options, delivery: settings.delivery, writer: writer, journal: journal.withLockedValue { $0 }, commitPool: commitPool,
             sessions: sessions, names: names, logger: context.logger, metrics: SMTPMetrics(factory: context.metrics),
             fail: { [simulatedFailureCrashes] reason in
                 if simulatedFailureCrashes { fatalError("MS02-012 replay: \(reason)") }

@@ -15,6 +15,8 @@ public struct SMTPSettings: Sendable {
         "recipients": "any",
         "simulate-ms02-012": "false",
         "delivery": "maildir",
+        "commit": "journal",
+        "journal-size": String(64 * 1024 * 1024),
     ]
 
     /// The documented range of every numeric key (docs/configuration.md).
@@ -26,6 +28,7 @@ public struct SMTPSettings: Sendable {
         "max-bad-commands": 1...1_000,
         "idle-timeout": 1...86_400,
         "send-timeout": 1...86_400,
+        "journal-size": (1024 * 1024)...(64 * 1024 * 1024 * 1024),
     ]
 
     public enum Delivery: String, Sendable {
@@ -33,6 +36,15 @@ public struct SMTPSettings: Sendable {
         case maildir
         /// Accept and throw away, without touching the disk: for benchmarks against smtp-sink only.
         case discard
+    }
+
+    /// What a 250 after the message's data waits for (docs/smtp.md, "What 250 means").
+    public enum Commit: String, Sendable {
+        /// The message's record in the write-ahead journal, flushed (one flush shared by every commit
+        /// waiting on it); its delivery into `new/` follows at once.
+        case journal
+        /// The message in every recipient's `new/`: the file and `new/` fsynced.
+        case direct
     }
 
     /// Which local parts of an accepted domain RCPT accepts.
@@ -59,6 +71,9 @@ public struct SMTPSettings: Sendable {
     public var hostName: String
     public var simulateMS02012: Bool
     public var delivery: Delivery
+    public var commit: Commit
+    /// The journal file's size in bytes; messages larger than a quarter of it are committed directly.
+    public var journalSize: Int
 
     /// Reads and checks the `smtp.*` keys; throws ``SettingError`` naming the key.
     public init(options values: [String: String], stateDirectory: String, hostName: String) throws(SettingError) {
@@ -87,6 +102,12 @@ public struct SMTPSettings: Sendable {
             throw options.error("delivery", "'\(options.text("delivery"))' is not maildir or discard")
         }
         self.delivery = delivery
+        guard let commit = Commit(rawValue: options.text("commit")) else {
+            throw options.error("commit", "'\(options.text("commit"))' is not journal or direct")
+        }
+        self.commit = commit
+        // Whole pages: the ring's records are aligned to 8 bytes, its head is one page.
+        journalSize = try number("journal-size") / 4096 * 4096
     }
 
     /// A domain that is safe as a directory name under the mail root: letters, digits, `-` and `.` (RFC 1035

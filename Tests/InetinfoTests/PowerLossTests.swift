@@ -25,12 +25,12 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
     }
 
-    @Test func powerCutsLoseNothingAcknowledged() async throws {
+    @Test(arguments: ["journal", "direct"]) func powerCutsLoseNothingAcknowledged(commit: String) async throws {
         let started = ContinuousClock.now
         let disk = try await PowerFS.mount(script: Self.powerfs)
         var host: TestHost?
         do {
-            try await run(disk: disk, host: &host, started: started)
+            try await run(disk: disk, commit: commit, host: &host, started: started)
         } catch {
             if let host { print("host log (last instance):\n\(host.log.suffix(3000))") }
             await host?.stop()
@@ -80,7 +80,43 @@ import Testing
         await disk.unmount()
     }
 
-    /// What is cut, and when.
+    /// What is cut, and when, with `smtp.commit = journal`: the record's flush, delivery behind the 250,
+    /// the checkpoint's fsyncs.
+    enum JournalCutPoint: CaseIterable, CustomStringConvertible {
+        case randomTime
+        case beforeJournalFlush   // a record written, its flush refused: no 250 for it
+        case afterJournalFlush    // acknowledged, nothing delivered yet
+        case afterLinkIntoNew     // delivered, neither the file nor `new/` fsynced
+        case beforeFsyncOfNew     // the checkpoint's fsync of `new/` refused
+        case afterFsyncOfNew      // `new/` durable, the checkpoint slot not yet written
+        case afterMkdir           // while a Maildir (or its domain folder) is being created
+
+        var trigger: (command: String, range: ClosedRange<Int>)? {
+            switch self {
+            case .randomTime: nil
+            case .beforeJournalFlush: ("before fsync %d /\\.journal/journal\\.[0-9]+$", 2...40)
+            case .afterJournalFlush: ("after fsync %d /\\.journal/journal\\.[0-9]+$", 2...40)
+            case .afterLinkIntoNew: ("after link %d /new/", 1...40)
+            case .beforeFsyncOfNew: ("before fsyncdir %d /new", 1...20)
+            case .afterFsyncOfNew: ("after fsyncdir %d /new", 1...20)
+            case .afterMkdir: ("after mkdir %d", 1...12)
+            }
+        }
+
+        var description: String {
+            switch self {
+            case .randomTime: "random time"
+            case .beforeJournalFlush: "before the journal's flush"
+            case .afterJournalFlush: "after the journal's flush"
+            case .afterLinkIntoNew: "after link"
+            case .beforeFsyncOfNew: "before the checkpoint's fsync(new/)"
+            case .afterFsyncOfNew: "after the checkpoint's fsync(new/)"
+            case .afterMkdir: "after mkdir"
+            }
+        }
+    }
+
+    /// What is cut, and when, with `smtp.commit = direct`.
     enum CutPoint: CaseIterable, CustomStringConvertible {
         case randomTime
         case afterSpoolFsync      // the file is durable, not yet linked
@@ -119,10 +155,15 @@ import Testing
         }
     }
 
-    private func run(disk: PowerFS, host: inout TestHost?, started: ContinuousClock.Instant) async throws {
+    private func run(disk: PowerFS, commit: String, host: inout TestHost?, started: ContinuousClock.Instant) async throws {
         let cuts = Self.cuts
+        let points: [(description: String, trigger: (command: String, range: ClosedRange<Int>)?)] = commit == "journal"
+            ? JournalCutPoint.allCases.map { ($0.description, $0.trigger) } : CutPoint.allCases.map { ($0.description, $0.trigger) }
         var configuration = TestHost.Configuration(settings: [
             "http.enabled": "false",
+            "smtp.commit": commit,
+            // Small, so that the ring wraps many times under the load (and powerfs keeps it in memory).
+            "smtp.journal-size": "1048576",
             "smtp.domains": (["localhost"] + (0...cuts).map { "d\($0).test" }).joined(separator: ","),
         ])
         // The state directory on the power-loss disk, made durable here as an installer would: a host that
@@ -142,14 +183,14 @@ import Testing
             // What the previous cut left, before new load.
             audit.scan(sent)
             if cycle > 0 {
-                let point = CutPoint.allCases[(cycle - 1) % CutPoint.allCases.count]
+                let point = points[(cycle - 1) % points.count]
                 let lostNow = audit.lostMessages(sent).count
                 fired[point.description, default: (0, 0)].lost += lostNow - lostSoFar
                 lostSoFar = lostNow
             }
             let port = try instance.port(of: "smtp")
             try disk.command("victim \(instance.pid)")
-            let point = CutPoint.allCases[cycle % CutPoint.allCases.count]
+            let point = points[cycle % points.count]
             let load = PowerLoad(cycle: cycle)
             load.start(clients: 4, port: port)
             if let trigger = point.trigger {
@@ -177,7 +218,7 @@ import Testing
         let final = try await TestHost.start(configuration)
         host = final
         audit.scan(sent)
-        let lastPoint = CutPoint.allCases[(cuts - 1) % CutPoint.allCases.count]
+        let lastPoint = points[(cuts - 1) % points.count]
         fired[lastPoint.description, default: (0, 0)].lost += audit.lostMessages(sent).count - lostSoFar
         let spoolLeft = final.spooledFiles().count + spoolLeftAfterRestart
         let status = try disk.status()
@@ -185,7 +226,7 @@ import Testing
         let acknowledged = sent.values.filter(\.acknowledged)
         let elapsed = ContinuousClock.now - started
         print("""
-            power loss: \(status["cuts"] ?? "?") cuts (\(fallbacks) armed cuts fell back to a cut at a random time), \
+            power loss (smtp.commit = \(commit)): \(status["cuts"] ?? "?") cuts (\(fallbacks) armed cuts fell back to a cut at a random time), \
             \(sent.count) messages attempted, \(acknowledged.count) acknowledged \
             (\(acknowledged.reduce(0) { $0 + $1.recipients.count }) deliveries), \(audit.found) files found in new/, \
             lost \(lost.count) acknowledged messages (\(audit.missingDeliveries(sent)) deliveries), \

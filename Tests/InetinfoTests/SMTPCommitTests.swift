@@ -3,15 +3,16 @@ import InetinfoTestKit
 import Testing
 
 /// What docs/smtp.md ("Delivery that loses nothing") says about the commit of a message, over real sockets
-/// and real files: a storage failure is `451 4.3.0` and leaves nothing in any `new/`, also when some
-/// recipients' links were already made; and while a message is being committed the session stops
-/// reading, so that pipelined input waits in the socket, not in the host's memory.
+/// and real files: with `smtp.commit = direct` a storage failure is `451 4.3.0` and leaves nothing in any
+/// `new/`, also when some recipients' links were already made; with the journal the message is
+/// acknowledged and its delivery retried until the Maildir can take it; and while a message is being
+/// committed the session stops reading, so that pipelined input waits in the socket, not in the host's memory.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct SMTPCommitTests {
     /// Two recipients; the second one's Maildir has a regular file where `new/` should be, so its link
     /// fails (ENOTDIR: unlike a permission, this stops root too) after the first recipient's Maildir was
     /// made and its link into `new/` made (mailboxes are committed in sorted order: `first` before `second`).
     @Test func aStorageFailureAnswers451AndRemovesTheLinksAlreadyMade() async throws {
-        try await TestHost.with(.init(settings: ["http.enabled": "false"])) { host in
+        try await TestHost.with(.init(settings: ["http.enabled": "false", "smtp.commit": "direct"])) { host in
             let broken = host.maildir(for: "second@localhost")
             for folder in ["tmp", "cur"] {
                 try FileManager.default.createDirectory(at: broken.appendingPathComponent(folder), withIntermediateDirectories: true)
@@ -42,6 +43,32 @@ import Testing
         }
     }
 
+    /// The same broken Maildir with the journal: the message is safe once its record is flushed, so it is
+    /// acknowledged; the first recipient has it at once, the second's delivery fails and is retried, and
+    /// gets there, once, when the operator removes the obstacle. Meanwhile the journal keeps its record.
+    @Test func withTheJournalAFailedDeliveryIsRetriedUntilItSucceeds() async throws {
+        try await TestHost.with(.init(settings: ["http.enabled": "false"])) { host in
+            let broken = host.maildir(for: "second@localhost")
+            try FileManager.default.createDirectory(at: broken, withIntermediateDirectories: true)
+            try Data("not a directory\n".utf8).write(to: broken.appendingPathComponent("new"))
+
+            let client = try SMTPTestClient(port: try host.port(of: "smtp"))
+            #expect(try client.code() == "220")
+            #expect(try client.exchange("EHLO commit.test\r\n") == ["250"])
+            let content = Data("Subject: two recipients\r\n\r\none of them cannot be stored yet\r\n".utf8)
+            let accepted = try client.sendMessage(from: "a@remote.test", to: ["first@localhost", "second@localhost"],
+                                                  content: content, useBDAT: false)
+            #expect(accepted?.hasPrefix("250 ") == true, "reply: \(accepted ?? "connection closed")")
+            #expect(!host.awaitDeliveries(timeout: .milliseconds(500)), "the spool keeps the message while its delivery fails")
+            #expect(host.log.contains("delivery into the Maildir failed; retrying"))
+
+            try FileManager.default.removeItem(at: broken.appendingPathComponent("new"))
+            #expect(host.awaitDeliveries(timeout: .seconds(5)), "the retry delivered it")
+            #expect(host.deliveredMessages(to: "first@localhost").map(\.body) == [content])
+            #expect(host.deliveredMessages(to: "second@localhost").map(\.body) == [content])
+        }
+    }
+
     /// The commit of a first message is held on a frozen file system: the Maildir of `u@frozen.test` is
     /// on an ext4 loop device mounted at `mail/frozen.test` and frozen (fsfreeze), so creating it blocks
     /// inside the commit, while the spool (on the state directory's own file system) is not affected.
@@ -64,8 +91,11 @@ import Testing
             try? FileManager.default.removeItem(at: scratch)
             throw error
         }
+        // The direct way, whose commit creates the Maildir before the reply (the journal's commit touches only
+        // the journal, on the unfrozen disk); the session's reading is the same code in both modes.
         var configuration = TestHost.Configuration(settings: [
             "http.enabled": "false", "smtp.domains": "localhost,frozen.test", "smtp.max-message-size": "67108864",
+            "smtp.commit": "direct",
         ])
         configuration.stateDirectory = state
         do {
