@@ -83,8 +83,6 @@ final class MailJournal: @unchecked Sendable {
     private var closed: Bool?
     /// `fdatasync`, replaced in tests by one that fails.
     private let flush: @Sendable (Int32) -> Int32
-    /// Counted for tests and the log: flushes done, commits they served.
-    private(set) var flushes = 0
 
     /// Takes over an opened, locked, replayed journal file: the next record goes at `checkpoint`.
     init(path: String, fd: Int32, checkpoint: JournalFormat.Checkpoint, logger: Logger,
@@ -191,7 +189,6 @@ final class MailJournal: @unchecked Sendable {
             let failed = flush(fd) == 0 ? nil : MaildirError(path: path, operation: "fdatasync", errno: errno)
             state.lock()
             flushing = false
-            flushes += 1
             if let failed {
                 breakJournal(failed)
             } else {
