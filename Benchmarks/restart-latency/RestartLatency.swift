@@ -60,7 +60,7 @@ enum RestartLatency {
             }
             instance.context.fail(InstanceFailure("benchmark: injected failure"))
             await waitForRunning(&iterator, instance: injection + 1)
-            guard request(port: port) == nil else { fatalError("request after restart \(injection) failed") }
+            if let failure = request(port: port) { fatalError("request after restart \(injection) failed: \(String(cString: strerror(failure)))") }
             latencies.append(ContinuousClock.now - started)
         }
         stop.withLockedValue { $0 = true }
