@@ -178,7 +178,7 @@ import Testing
             // bob's Maildir cannot be made: a file where its folder goes.
             try FileManager.default.createDirectory(atPath: "\(writer.root)/localhost", withIntermediateDirectories: true)
             let obstacle = "\(writer.root)/localhost/bob"
-            FileManager.default.createFile(atPath: obstacle, contents: Data("x".utf8))
+            _ = FileManager.default.createFile(atPath: obstacle, contents: Data("x".utf8))
             var accepted: [String: [UInt8]] = [:]
             var refused = false
             for number in 1...40 {
