@@ -42,12 +42,20 @@ public struct SMTPService: HostedService {
         if settings.delivery == .maildir, settings.commit == .journal, journal.withLockedValue({ $0 }) == nil {
             // Replays first what dead processes acknowledged and did not deliver (their spool files are
             // removed just below).
-            let claimed = try JournalClaim.claim(writer: writer, size: UInt64(settings.journalSize), logger: context.logger)
-            context.logger.info("journal claimed", metadata: ["journal": "\(claimed.path)"])
-            journal.withLockedValue { $0 = claimed }
+            do {
+                let claimed = try JournalClaim.claim(writer: writer, size: UInt64(settings.journalSize), logger: context.logger)
+                context.logger.info("journal claimed", metadata: ["journal": "\(claimed.path)"])
+                journal.withLockedValue { $0 = claimed }
+            } catch let error as MaildirError where error.isOutOfSpace {
+                // Mail is still taken, durably, the direct way; the next instance tries again (and replays
+                // then whatever a dead process's journal holds: it stays on the disk meanwhile).
+                context.logger.critical("no space for the journal: committing the direct way until an instance can claim one",
+                                        metadata: ["error": "\(error)", "smtp.journal-size": "\(settings.journalSize)"])
+            }
         }
         if settings.delivery == .maildir, !spoolRecovered.withLockedValue({ $0 }) {
-            // Left by a host that was killed mid-delivery: never acknowledged, so safe to remove.
+            // Left by a host that was killed mid-delivery: never acknowledged, or (with the journal)
+            // delivered again just above from its record; safe to remove.
             let (removed, kept) = try writer.recoverSpool()
             if removed > 0 { context.logger.notice("removed unfinished deliveries from the spool", metadata: ["files": "\(removed)"]) }
             if kept > 0 {
@@ -77,6 +85,12 @@ public struct SMTPService: HostedService {
                 try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idle))
                 try channel.pipeline.syncOperations.addHandler(SMTPHandler(environment: environment))
             }
+        }
+        // A graceful stop (a failure throws past this and leaves the journal to the next instance): every
+        // session has ended, so no commit is in flight; the journal is closed clean, and the next instance
+        // claims one again.
+        if let open = journal.withLockedValue({ $0 }), (try? await commitPool.runIfActive({ open.finish(within: 3) })) != nil {
+            journal.withLockedValue { $0 = nil }
         }
     }
 }

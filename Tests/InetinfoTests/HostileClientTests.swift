@@ -624,6 +624,10 @@ struct BoundedRun {
             try client.send("Subject: first\r\n\r\nfirst\r\n.\r\n")
             #expect(try client.reply()?.hasPrefix("250 ") == true)
             let maildir = host.maildir(for: "\(name)@localhost")
+            // Delivered just behind the 250 (smtp.commit = journal).
+            _ = try await Deadline.eventually("the delivery behind the 250", timeout: .seconds(5)) { () -> Bool? in
+                ((try? FileManager.default.contentsOfDirectory(atPath: maildir.appendingPathComponent("new").path)) ?? []).isEmpty ? nil : true
+            }
             for folder in ["tmp", "new", "cur"] {
                 var isDirectory: ObjCBool = false
                 #expect(FileManager.default.fileExists(atPath: maildir.appendingPathComponent(folder).path, isDirectory: &isDirectory) && isDirectory.boolValue,
@@ -674,9 +678,16 @@ struct BoundedRun {
                 try client.send("Subject: to the postmaster\r\n\r\nhello\r\n.\r\n")
                 #expect(try client.reply()?.hasPrefix("250 ") == true)
                 let mailRoot = host.stateDirectory.appendingPathComponent("mail").path
-                let found = ((try? FileManager.default.contentsOfDirectory(atPath: mailRoot)) ?? []).flatMap { domain in
-                    ((try? FileManager.default.contentsOfDirectory(atPath: "\(mailRoot)/\(domain)/postmaster/new")) ?? []).map { "\(domain)/\($0)" }
+                let postmasterMail = {
+                    ((try? FileManager.default.contentsOfDirectory(atPath: mailRoot)) ?? []).flatMap { domain in
+                        ((try? FileManager.default.contentsOfDirectory(atPath: "\(mailRoot)/\(domain)/postmaster/new")) ?? []).map { "\(domain)/\($0)" }
+                    }
                 }
+                // Delivered just behind the 250 (smtp.commit = journal).
+                let found = (try? await Deadline.eventually("the delivery behind the 250", timeout: .seconds(5)) { () -> [String]? in
+                    let found = postmasterMail()
+                    return found.isEmpty ? nil : found
+                }) ?? []
                 #expect(found.count == 1, "mail/*/postmaster/new holds \(found); mailboxes: \(host.mailboxes())")
             } else {
                 _ = try client.exchange("RSET\r\n")

@@ -69,6 +69,40 @@ import Testing
         }
     }
 
+    /// A graceful stop waits for the deliveries behind the last 250s and checkpoints them: the next start
+    /// on the same state directory replays nothing, and every message is in `new/` once.
+    @Test func aCleanStopLeavesTheJournalWithNothingToReplay() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("clean-stop-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: state) }
+        var configuration = TestHost.Configuration(settings: ["http.enabled": "false"])
+        configuration.stateDirectory = state
+        let first = try await TestHost.start(configuration)
+        var contents: [Data] = []
+        do {
+            let client = try SMTPTestClient(port: try first.port(of: "smtp"))
+            #expect(try client.code() == "220")
+            #expect(try client.exchange("EHLO stop.test\r\n") == ["250"])
+            for number in 0..<20 {
+                let content = Data("Subject: \(number)\r\n\r\nsent just before the stop\r\n".utf8)
+                let reply = try client.sendMessage(from: "a@remote.test", to: ["u@localhost"], content: content, useBDAT: number % 2 == 0)
+                #expect(reply?.hasPrefix("250 ") == true)
+                contents.append(content)
+            }
+        } catch {
+            await first.stop()
+            throw error
+        }
+        first.signal(SIGTERM)
+        let exit = try await first.waitForExit()
+        #expect(exit.status == 0, "a clean stop")
+        await first.stop()
+        try await TestHost.with(configuration) { second in
+            #expect(!second.log.contains("journal replayed"), "the clean stop left records to replay")
+            #expect(Set(second.deliveredMessages(to: "u@localhost").map(\.body)) == Set(contents))
+            #expect(second.deliveredMessages(to: "u@localhost").count == contents.count)
+        }
+    }
+
     /// The commit of a first message is held on a frozen file system: the Maildir of `u@frozen.test` is
     /// on an ext4 loop device mounted at `mail/frozen.test` and frozen (fsfreeze), so creating it blocks
     /// inside the commit, while the spool (on the state directory's own file system) is not affected.

@@ -106,6 +106,26 @@ import Testing
         }
     }
 
+    /// A replay that cannot deliver (the Maildir cannot be made) keeps the journal and stops the claim; once
+    /// the obstacle is gone the next claim delivers. The journal is never set aside as damaged for that.
+    @Test func aReplayThatCannotDeliverKeepsTheJournalForTheNextAttempt() throws {
+        try withRoot { writer in
+            let journal = try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger)
+            let (finished, content) = try spool(writer, 1, to: ["bob@localhost"])
+            try acknowledgeOnly(journal, finished, root: writer.root)
+            journal.close(checkpointing: false)
+            try FileManager.default.createDirectory(atPath: "\(writer.root)/localhost", withIntermediateDirectories: true)
+            let obstacle = "\(writer.root)/localhost/bob"
+            _ = FileManager.default.createFile(atPath: obstacle, contents: Data("x".utf8))
+            #expect(throws: MaildirError.self) { try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: writer.journalDirectory) == ["journal.0"])
+            try FileManager.default.removeItem(atPath: obstacle)
+            let replayed = try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger)
+            replayed.close()
+            #expect(delivered(writer, "bob") == [finished.name: content])
+        }
+    }
+
     /// A record torn by a power cut (its content not all on the disk) was never acknowledged: the replay
     /// stops before it, and delivers the ones before.
     @Test func aTornTailRecordIsDropped() throws {

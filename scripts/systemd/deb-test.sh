@@ -156,8 +156,16 @@ run_checks() {
         fail "/usr/bin/inetinfo --version: $out"
     fi
     # (The installed configuration accepts postmaster always; its Maildir is created by its first message.)
-    if out=$(client send-mail "$SMTP_PORT" postmaster@localhost) \
-        && file=$(inside find "$STATE/mail/localhost/postmaster/new" -type f) && [ -n "$file" ]; then
+    # With smtp.commit = journal the file lands in new/ just after the 250: look for it up to 5 s.
+    file=""
+    if out=$(client send-mail "$SMTP_PORT" postmaster@localhost); then
+        for _ in $(seq 50); do
+            file=$(inside find "$STATE/mail/localhost/postmaster/new" -type f 2>/dev/null || true)
+            [ -n "$file" ] && break
+            sleep 0.1
+        done
+    fi
+    if [ -n "$file" ]; then
         pass "SMTP on 127.0.0.1:$SMTP_PORT accepted a message ($out); delivered to $file"
     else
         fail "SMTP delivery: $out; $(inside find "$STATE" -maxdepth 4 2>&1 | tr '\n' ' ')"

@@ -178,8 +178,16 @@ sys.exit(1 if problems else 0)' "$status_json" "$pid" "$WATCHDOG_SEC" ":$SMTP_PO
     echo "--- mail lands in the state directory"
     # The installed configuration accepts only existing Maildirs (smtp.recipients = existing); postmaster
     # always, and its Maildir is created by its first message.
-    if out=$(client send-mail "$SMTP_PORT" postmaster@localhost) \
-        && files=$(inside find /var/lib/private/inetinfo/mail/localhost/postmaster/new -type f -printf '%m %u %p\n') && [ -n "$files" ]; then
+    # With smtp.commit = journal the file lands in new/ just after the 250: look for it up to 5 s.
+    files=""
+    if out=$(client send-mail "$SMTP_PORT" postmaster@localhost); then
+        for _ in $(seq 50); do
+            files=$(inside find /var/lib/private/inetinfo/mail/localhost/postmaster/new -type f -printf '%m %u %p\n' 2>/dev/null || true)
+            [ -n "$files" ] && break
+            sleep 0.1
+        done
+    fi
+    if [ -n "$files" ]; then
         pass "SMTP delivery under the sandbox ($out); in /var/lib/inetinfo (StateDirectory, UMask=0077): $(echo "$files" | head -1)"
     else
         fail "mail delivery: $out; $(inside find /var/lib/private/inetinfo -maxdepth 4 2>&1 | tr '\n' ' ')"

@@ -48,10 +48,16 @@ enum JournalClaim {
                     claimed = (path, fd, checkpoint)
                     continue
                 }
-            } catch {
+            } catch let damaged as Damaged {
                 // Kept for an operator to look at: nothing in it can be trusted to replay.
-                logger.critical("journal damaged, set aside", metadata: ["journal": "\(path)", "error": "\(error)"])
+                logger.critical("journal damaged, set aside", metadata: ["journal": "\(path)", "error": "\(damaged)"])
                 rename(path, path + ".damaged")
+            } catch {
+                // A delivery the replay could not make (a Maildir that cannot be written, a full disk): the
+                // journal stays as it is for the next attempt, and the instance does not start.
+                close(fd)
+                if let claimed { close(claimed.fd) }
+                throw error
             }
             unlink(path)
             close(fd)

@@ -228,6 +228,20 @@ final class MailJournal: @unchecked Sendable {
     }
     private var fileClosed = false
 
+    /// The end of a graceful stop: waits up to `timeout` for the deliveries still running behind their
+    /// 250s, then closes with a last checkpoint, so that the next start has nothing to replay. (What is
+    /// not delivered by then is replayed at the next claim: nothing is lost either way.)
+    func finish(within timeout: TimeInterval) {
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        state.lock()
+        // Deliveries do not signal (every one would wake every waiter): look every 10 ms.
+        while pending.values.contains(where: { $0.directories == nil }), broken == nil, Date() < deadline {
+            _ = state.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.01)))
+        }
+        state.unlock()
+        close()
+    }
+
     /// Records acknowledged and not yet covered by a checkpoint.
     var uncheckpointed: Int {
         state.lock()
