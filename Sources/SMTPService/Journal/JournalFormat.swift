@@ -192,12 +192,17 @@ enum JournalFormat {
         var mailboxes: [String] = []
         for _ in 0..<count {
             guard let mailbox = string() else { return nil }
-            let parts = mailbox.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count == 2, parts.allSatisfy({ isSafeComponent(String($0)) }) else { return nil }
+            guard isSafeMailbox(mailbox) else { return nil }
             mailboxes.append(mailbox)
         }
         guard cursor == bytes.endIndex else { return nil }
         return Metadata(name: name, mailboxes: mailboxes)
+    }
+
+    /// A Maildir below the mail root: `domain/local-part`, both safe components.
+    static func isSafeMailbox(_ path: String) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 2 && parts.allSatisfy { isSafeComponent(String($0)) }
     }
 
     /// One directory entry name: not empty, not `.`-led (so neither `.` nor `..`), no `/`, no NUL or other

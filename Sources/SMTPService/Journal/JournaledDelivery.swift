@@ -18,7 +18,7 @@ extension MaildirWriter {
         let metadata = JournalFormat.Metadata(name: spool.name, mailboxes: relative)
         // A name the replay would refuse (nothing the SMTP engine accepts today) goes the direct way.
         guard relative.count <= Int(UInt16.max), spool.mailboxes.allSatisfy({ $0.hasPrefix(root + "/") }),
-              JournalFormat.decodeMetadata(JournalFormat.encode(metadata)[...]) == metadata
+              JournalFormat.isSafeComponent(spool.name), relative.allSatisfy(JournalFormat.isSafeMailbox)
         else { return try commit(spool) }
         let sequence: UInt64
         do {

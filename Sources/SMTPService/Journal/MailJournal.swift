@@ -260,9 +260,7 @@ final class MailJournal: @unchecked Sendable {
             let finishing = closed
             checkpointWanted = false
             if finishing == false {
-                fileClosed = true
-                Glibc.close(fd)
-                state.broadcast()
+                closeFile()
                 state.unlock()
                 return
             }
@@ -279,13 +277,18 @@ final class MailJournal: @unchecked Sendable {
             checkpoint()
             if finishing != nil {
                 state.lock()
-                fileClosed = true
-                Glibc.close(fd)
-                state.broadcast()
+                closeFile()
                 state.unlock()
                 return
             }
         }
+    }
+
+    /// The checkpointer's last act; `state` is held.
+    private func closeFile() {
+        fileClosed = true
+        Glibc.close(fd)
+        state.broadcast()
     }
 
     /// Covers the delivered prefix of records with a checkpoint, and frees their space.
