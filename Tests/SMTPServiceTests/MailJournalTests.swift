@@ -262,5 +262,10 @@ import Testing
         #expect(JournalFormat.latestCheckpoint(in: head) == checkpoint)
         head[520] ^= 1
         #expect(JournalFormat.latestCheckpoint(in: head) == nil, "a damaged slot is not used")
+        // Well-formed slots whose sequence numbers would wrap the journal's arithmetic.
+        for sequence: UInt64 in [0, .max] {
+            let slot = JournalFormat.encode(JournalFormat.Checkpoint(epoch: 1, nextSequence: sequence, offset: 4096, fileSize: 1 << 20))
+            #expect(JournalFormat.decodeCheckpoint(slot[...]) == nil)
+        }
     }
 }

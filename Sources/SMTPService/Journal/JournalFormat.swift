@@ -101,9 +101,10 @@ enum JournalFormat {
         else { return nil }
         let checkpoint = Checkpoint(epoch: integer(UInt64.self, bytes, at: 8), nextSequence: integer(UInt64.self, bytes, at: 16),
                                     offset: integer(UInt64.self, bytes, at: 24), fileSize: integer(UInt64.self, bytes, at: 32))
-        // The offset must name a place in the data area of the file the slot describes.
+        // The offset must name a place in the data area of the file the slot describes; sequence numbers
+        // start at 1 and stay far from the top (the journal subtracts one, the replay adds one per record).
         guard checkpoint.fileSize > UInt64(headSize), checkpoint.offset >= UInt64(headSize),
-              checkpoint.offset < checkpoint.fileSize
+              checkpoint.offset < checkpoint.fileSize, checkpoint.nextSequence >= 1, checkpoint.nextSequence < 1 << 62
         else { return nil }
         return checkpoint
     }
