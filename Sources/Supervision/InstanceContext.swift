@@ -89,8 +89,10 @@ public final class InstanceContext: Sendable {
         state.withLockedValue { $0.readinessDelay = delay }
     }
 
-    /// Registers how the instance's listening channels are closed (fault injection of a dead listener).
-    public func onListenerFault(_ closeListeners: @escaping @Sendable () -> Void) {
+    /// Registers how the instance's listening channels are closed: at once when the instance fails (its
+    /// successor, started at once, must get every new connection: one the failed instance accepted would
+    /// only be cut), and by fault injection of a dead listener.
+    public func onCloseListeners(_ closeListeners: @escaping @Sendable () -> Void) {
         state.withLockedValue { $0.closeListeners = closeListeners }
     }
 
@@ -111,13 +113,14 @@ public final class InstanceContext: Sendable {
     /// Reports that the instance failed. The supervisor handles it at once (even if the instance's
     /// task never returns), and ``untilStopped()`` throws it.
     public func fail(_ failure: InstanceFailure) {
-        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>]? in
+        let failed = state.withLockedValue { state -> ([CheckedContinuation<Void, any Error>], (@Sendable () -> Void)?)? in
             guard state.failure == nil, !state.stopRequested else { return nil }
             state.failure = failure
             defer { state.waiters.removeAll() }
-            return state.waiters
+            return (state.waiters, state.closeListeners)
         }
-        guard let waiters else { return }
+        guard let (waiters, closeListeners) = failed else { return }
+        closeListeners?()
         // The connections open now are the crash record's: keep them while the instance closes them.
         flightRecorder?.freeze()
         events(.failed(reason: failure.reason))
@@ -143,6 +146,9 @@ public final class InstanceContext: Sendable {
 
     /// Whether the supervisor asked for a stop; an instance still starting checks it before serving.
     public var isStopRequested: Bool { state.withLockedValue { $0.stopRequested } }
+
+    /// Whether the instance reported a failure.
+    public var hasFailed: Bool { state.withLockedValue { $0.failure != nil } }
 
     // MARK: called by the runner and by fault injection
 

@@ -13,6 +13,8 @@ public final class ListeningSocket: Sendable {
     public let fd: Int32
     /// The bound address, `127.0.0.1:2525` or `[::1]:8080`.
     public let address: String
+    /// The listeners of failed instances on this socket that are still being closed.
+    public let handover = ListenerHandover()
 
     private init(name: String, fd: Int32, address: String) {
         self.name = name

@@ -8,7 +8,9 @@ import NIOPosix
 /// The instance gets its own event loop group, so that a hung instance blocks only its own threads and
 /// can be abandoned while its replacement serves. On a graceful stop it closes its listeners, sends
 /// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
-/// for them; a forced stop closes every connection at once.
+/// for them; a forced stop closes every connection at once. A failed instance closes its listeners at once
+/// and its successor listens only once they are closed (``ListenerHandover``): a connection made after the
+/// successor reports ready is never accepted, and cut, by the failed instance.
 ///
 /// Every connection gets a ``ConnectionHeadHandler`` first: its flight recording when the instance has a
 /// recorder, and the send timeout when `sendTimeout` is set (a peer that stops reading is cut off the same
@@ -24,10 +26,22 @@ public enum ServerInstance {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let connections = ConnectionSet()
         var listeners: [any Channel] = []
+        // Listen only once a failed predecessor no longer does: then a connection made after this instance
+        // reports ready reaches it, and is never cut by the failed one (and two instances never race for an
+        // accept, which NIO's debug builds assert against).
+        for socket in context.sockets where !(await socket.handover.untilRetiringListenersClose(within: .milliseconds(100))) {
+            context.logger.warning("a failed instance still listens: it may accept and cut connections until its listener closes",
+                                   metadata: ["socket": "\(socket.address)"])
+        }
         do {
             for socket in context.sockets {
                 let descriptor = try socket.duplicateForInstance()
                 let listener = try await ServerBootstrap(group: group)
+                    .serverChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(AcceptGate(context: context))
+                        }
+                    }
                     // The default accepts only 4 connections per loop tick; bursts (and the backlog
                     // that piles up during a restart) then wait for seconds.
                     .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
@@ -73,13 +87,19 @@ public enum ServerInstance {
                 connections.closeAll()
             }
         }
-        context.onListenerFault {
+        context.onCloseListeners {
             loopsRunning.withLockedValue { running in
-                if running { servers.forEach { $0.close(promise: nil) } }
+                guard running else { return }
+                for (server, socket) in zip(servers, context.sockets) {
+                    socket.handover.retiring(ObjectIdentifier(server))
+                    server.close(promise: nil)
+                }
             }
         }
         for (listener, socket) in zip(listeners, context.sockets) {
+            socket.handover.opened(ObjectIdentifier(listener))
             listener.closeFuture.whenComplete { _ in
+                socket.handover.closed(ObjectIdentifier(listener))
                 if !context.isStopRequested {
                     context.fail(InstanceFailure("listener on \(socket.address) closed"))
                 }
@@ -104,6 +124,25 @@ public enum ServerInstance {
         context.eventLoopsWillShutDown()
         try? await group.shutdownGracefully()
         if let failure { throw failure }
+    }
+}
+
+/// Ends a listener's batch of accepts as soon as its instance has failed.
+///
+/// ``InstanceContext/fail(_:)`` closes the listeners at once, but that close is a task on the listener's
+/// loop, and the loop runs it only after its current batch of up to `maxMessagesPerRead` accepts: while
+/// clients keep connecting, the failed instance would go on accepting (and cutting) connections that its
+/// successor, already serving on the same socket, should get. The gate closes the listener from inside
+/// the batch, so the connection just accepted is the last one the failed instance takes.
+private final class AcceptGate: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    private let context: InstanceContext
+
+    init(context: InstanceContext) { self.context = context }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.context.hasFailed { context.close(promise: nil) }
+        context.fireChannelRead(data)
     }
 }
 

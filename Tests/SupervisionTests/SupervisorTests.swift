@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import Testing
 @testable import Supervision
 
@@ -228,6 +229,43 @@ import Testing
         try await harness.waitForState("echo", .running, instance: 2)
         let port = LineClient.port(of: harness.sockets["echo"]!)
         #expect(try LineClient.exchange(port: port, line: "y") == "2:y")
+        await harness.stop()
+    }
+
+    /// A failed instance's listener shares the socket with its successor until its close runs on its loop;
+    /// a connection made once the successor reports running must reach the successor, never be accepted
+    /// (and cut) by the failed one. A client connecting in a loop keeps the failed listener busy, as under load.
+    @Test func connectionsAfterTheReplacementRunsAreNeverCutByTheFailedInstance() async throws {
+        let restarts = 150
+        let settings = SupervisionSettings.fast {
+            $0.backoffInitial = .zero
+            $0.backoffMax = .zero
+            $0.maxRestarts = restarts * 2
+        }
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), settings)], withSockets: true)
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        // The harness polls its events; the test waits for each one the moment it is published.
+        let (_, stream) = harness.supervisor.events.subscribe()
+        var events = stream.makeAsyncIterator()
+        func untilRunning(_ instance: Int) async throws {
+            while let event = await events.next() {
+                if event.service == "echo" && event.to == .running && event.instance == instance { return }
+            }
+            throw HarnessError("the event stream ended before instance \(instance) ran")
+        }
+        try await harness.waitForState("echo", .running, instance: 1)
+        let stop = NIOLockedValueBox(false)
+        let background = Thread {
+            while !stop.withLockedValue({ $0 }) { _ = try? LineClient.exchange(port: port, line: "b") }
+        }
+        background.start()
+        defer { stop.withLockedValue { $0 = true } }
+        for instance in 1...restarts {
+            try await harness.breakInstance(of: "echo", .fail)
+            try await untilRunning(instance + 1)
+            let reply = Result { try LineClient.exchange(port: port, line: "x") }
+            try #require((try? reply.get()) == "\(instance + 1):x", "after restart \(instance): \(reply)")
+        }
         await harness.stop()
     }
 
