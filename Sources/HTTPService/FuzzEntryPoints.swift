@@ -14,24 +14,23 @@ import Supervision
         public let settings: HTTPSettings
         public let connections: ConnectionLimiter
         let files: FileCache
-        let accessLog: AccessLogSink
+        let accessLog: AccessLogSink?
         /// Counted (into nothing): the fuzzer drives the metered path, as a host with metrics runs it.
         let metrics = HTTPMetrics(factory: NOOPMetricsHandler.instance)
 
-        /// - Parameter accessLog: whether connections get the access log handler (written through a
-        ///   logger that drops everything).
+        /// - Parameter accessLog: whether connections get the access log handler (written to /dev/null).
         public init(settings: HTTPSettings, accessLog: Bool) throws {
             self.settings = settings
             connections = ConnectionLimiter(limit: settings.maxConnections, perClientLimit: settings.maxConnectionsPerClient)
             files = FileCache(capacity: settings.fileCacheSize)
             let logger = Logger(label: "fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
-            self.accessLog = try AccessLogSink(accessLog ? .log : .off, logger: logger)
+            self.accessLog = try AccessLogSink.make(accessLog ? .file("/dev/null") : .off, logger: logger)
         }
 
         /// Installs exactly the handlers ``HTTPService`` installs on a connection; call on the channel's
         /// event loop. `accessLog` overrides the site's choice for this connection.
         public func makePipeline(channel: any Channel, accessLog: Bool? = nil) throws {
-            let log = (accessLog ?? (self.accessLog.enabled != nil)) ? self.accessLog : nil
+            let log = (accessLog ?? true) ? self.accessLog : nil
             try HTTPService.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
                                         files: files, accessLog: log, metrics: metrics)
         }

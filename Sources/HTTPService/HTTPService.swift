@@ -25,8 +25,8 @@ public struct HTTPService: HostedService {
     public func run(_ context: InstanceContext) async throws {
         let settings = self.settings
         let connections = self.connections
-        let accessLog = try AccessLogSink(settings.accessLog, logger: context.logger)
-        defer { accessLog.close() }
+        let accessLog = try AccessLogSink.make(settings.accessLog, logger: context.logger)
+        defer { accessLog?.close() }
         let files = FileCache(capacity: settings.fileCacheSize)
         // A host that keeps no metrics gets a no-op factory: then no exchange is timed or counted at all.
         let metrics = context.metrics is NOOPMetricsHandler ? nil : HTTPMetrics(factory: context.metrics)
@@ -34,7 +34,7 @@ public struct HTTPService: HostedService {
                                      refusal: Self.quarantineRefusal) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try Self.addHandlers(to: channel.pipeline.syncOperations, settings: settings, connections: connections,
-                                     files: files, accessLog: accessLog.enabled, metrics: metrics)
+                                     files: files, accessLog: accessLog, metrics: metrics)
             }
         }
     }

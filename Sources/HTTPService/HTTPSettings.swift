@@ -37,7 +37,7 @@ public struct HTTPSettings: Sendable {
     /// Where the access log goes.
     public enum AccessLog: Sendable, Equatable {
         case off
-        /// Through swift-log (stderr or the journal), one entry per request.
+        /// Where the host logs: the journal (`SYSLOG_IDENTIFIER=inetinfo-access`) or standard error, in blocks.
         case log
         /// Appended to this file, buffered.
         case file(String)

@@ -326,13 +326,49 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
         try await withWebHost(["--set", "http.access-log=\(log.path)"]) { host, port, _ in
             _ = try curl(["-A", "test-agent/1", "-e", "http://ref.test/", "http://127.0.0.1:\(port)/hello.txt"])
             _ = try curl(["http://127.0.0.1:\(port)/missing"])
-            // The log is written in blocks; stopping the instance flushes it.
-            #expect(try host.ctl(["stop", "http"]).status == 0)
-            let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
-            #expect(lines.count == 2)
+            // What a client sends cannot forge a line: quotes, backslashes and bytes outside printable
+            // ASCII in a quoted field are escaped as nginx does.
+            _ = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: a\" 200 1 \"\\\t\u{E9}\r\nConnection: close\r\n\r\n")
+            // The log is written in blocks by a thread of its own, at least every 100 ms: the lines are
+            // there while the service runs.
+            var lines: [Substring] = []
+            let deadline = ContinuousClock.now + .seconds(3)
+            while lines.count < 3, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                lines = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            }
+            try #require(lines.count == 3, "\(lines)")
             let pattern = #/^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /hello\.txt HTTP/1\.1" 200 11 "http://ref\.test/" "test-agent/1"$/#
             #expect(lines[0].wholeMatch(of: pattern) != nil, "\(lines[0])")
             #expect(lines[1].contains("\"GET /missing HTTP/1.1\" 404 "))
+            #expect(lines[2].hasSuffix(#""GET /hello.txt HTTP/1.1" 200 11 "-" "a\x22 200 1 \x22\x5C\x09\xC3\xA9""#), "\(lines[2])")
+            // Stopping the instance writes what is left and closes the file.
+            _ = try curl(["http://127.0.0.1:\(port)/hello.txt"])
+            #expect(try host.ctl(["stop", "http"]).status == 0)
+            #expect(try String(contentsOf: log, encoding: .utf8).split(separator: "\n").count == 4)
+        }
+    }
+
+    @Test func theDefaultAccessLogGoesWhereTheHostLogs() async throws {
+        // Not under the journal, the host logs to standard error, and so does the access log: plain
+        // Combined Log Format lines, written in blocks.
+        try await withWebHost { host, port, _ in
+            _ = try curl(["-A", "agent/2", "http://127.0.0.1:\(port)/hello.txt"])
+            let pattern = #/^127\.0\.0\.1 - - \[[^\]]+\] "GET /hello\.txt HTTP/1\.1" 200 11 "-" "agent/2"$/#
+            let deadline = ContinuousClock.now + .seconds(3)
+            var found = false
+            while !found, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                found = host.log.split(separator: "\n").contains { $0.wholeMatch(of: pattern) != nil }
+            }
+            #expect(found, "\(host.log)")
+        }
+        // Above the info level, the access log is off (its lines are info).
+        try await withWebHost(["--set", "host.log-level=warning"]) { host, port, _ in
+            _ = try curl(["-A", "agent/3", "http://127.0.0.1:\(port)/hello.txt"])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try host.ctl(["stop", "http"]).status == 0)
+            #expect(!host.log.contains("agent/3"))
         }
     }
 

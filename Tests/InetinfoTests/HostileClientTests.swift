@@ -106,7 +106,7 @@ enum HostileSupport {
     /// The host's log without access-log lines and backtrace frames: what it said about itself.
     static func hostLog(_ host: TestHost, last count: Int = 15) -> String {
         host.log.split(separator: "\n").filter { line in
-            !line.contains("[HTTPService] 127.0.0.") && !(line.contains(" 0x") && line.contains("<unavailable>"))
+            !(line.hasPrefix("127.0.0.") && line.contains(" - - [")) && !(line.contains(" 0x") && line.contains("<unavailable>"))
         }.suffix(count).map { "  | " + $0.prefix(400) }.joined(separator: "\n")
     }
 

@@ -68,6 +68,7 @@ restarted() { [ "$(prop inetinfo.service NRestarts)" = "$1" ] && is_active ineti
 mark() { date +%s.%6N; }
 after() { local since=$1; shift; journal --since "@$since" "$@"; }
 journal_has() { [ -n "$(after "$2" -u "$1" -q -o cat -g "$3" 2>/dev/null)" ]; }
+journal_has_access() { [ -n "$(after "$1" -u inetinfo.service -t inetinfo-access -p info -q -o cat -g "$2" 2>/dev/null)" ]; }
 served() { client smtp-greeting "$SMTP_PORT" >/dev/null && client http-get "$HTTP_PORT" >/dev/null; }
 
 run_checks() {
@@ -121,6 +122,16 @@ sys.exit(0 if ready is not None and started is not None and ready <= started els
         pass "systemctl show -p StatusText: '$(prop inetinfo.service StatusText)'"
     else
         fail "StatusText is '$(prop inetinfo.service StatusText)', expected 'smtp: running, http: running'"
+    fi
+
+    echo "--- the access log, in the journal"
+    since=$(mark)
+    if client http-get "$HTTP_PORT" >/dev/null \
+        && wait_for 5 journal_has_access "$since" '"GET / HTTP/1.1" 200 '; then
+        pass "access log: one entry per request under SYSLOG_IDENTIFIER=inetinfo-access, priority info, in the unit's journal: $(after "$since" -u inetinfo.service -t inetinfo-access -p info -q -o cat | head -1)"
+    else
+        fail "access log: no inetinfo-access entry for GET / within 5 s"
+        after "$since" -u inetinfo.service -o verbose | tail -40 | indent
     fi
 
     echo "--- control socket"
