@@ -18,27 +18,29 @@ import NIOHTTP1
 /// clock tick, so a write in the same tick as the read that filled the cache would leave the identity
 /// unchanged (git's "racy clean" problem).
 final class FileCache: Sendable {
-    /// What the cache knows about one request path.
-    struct Entry: Sendable {
+    /// What the cache knows about one request path. A class, immutable: a hit hands out one reference,
+    /// not a copy of every string and header in it (a retain each, on every request).
+    final class Entry: Sendable {
         /// The file's real path (no symlinks, inside the web root), opened for content not kept here.
-        var file: String
+        let file: String
         /// The path as requested, below the web root; stat(2)ed to revalidate.
-        var probe: String
-        var identity: Identity
-        var validators: Validators
+        let probe: String
+        let identity: Identity
+        let validators: Validators
         /// `ETag`, `Last-Modified` and `Accept-Ranges`, as a 304 carries them.
-        var validatorHeaders: [(String, String)]
+        let validatorHeaders: [(String, String)]
         /// The headers of a whole-file 200 (``ResponseEncoder`` adds `Date`), built once: a keep-alive
         /// request for a cached file uses them as they are instead of assembling them field by field.
-        var fullResponseHeaders: HTTPHeaders
+        let fullResponseHeaders: HTTPHeaders
         /// The whole content, for files up to ``FileCache/maxContentSize``; nil: sent from the file.
-        var content: ByteBuffer?
+        let content: ByteBuffer?
 
-        init(file: String, probe: String, identity: Identity, validators: Validators, contentType: String) {
+        init(file: String, probe: String, identity: Identity, validators: Validators, contentType: String, content: ByteBuffer?) {
             self.file = file
             self.probe = probe
             self.identity = identity
             self.validators = validators
+            self.content = content
             validatorHeaders = [("ETag", validators.etag), ("Last-Modified", HTTPDate.format(seconds: validators.modifiedSeconds)),
                                 ("Accept-Ranges", "bytes")]
             fullResponseHeaders = HTTPHeaders([("Server", "inetinfo")] + validatorHeaders

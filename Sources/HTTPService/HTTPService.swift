@@ -63,7 +63,8 @@ public struct HTTPService: HostedService {
         let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
                                              head: .seconds(Int64(settings.headerTimeoutSeconds)), meter: meter)
         try pipeline.addHandler(ConnectionLimitHandler(limiter: connections, metrics: metrics))
-        try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts))
+        let pacer = ResponsePacer()
+        try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts, pacer: pacer))
         try pipeline.addHandler(ResponseEncoder(timeouts: timeouts, meter: meter))
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                          limitConfiguration: limits)))
@@ -72,7 +73,6 @@ public struct HTTPService: HostedService {
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPServerPipelineHandler())
         if let accessLog { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
-        let pacer = ResponsePacer()
         try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer))
         try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer))
     }

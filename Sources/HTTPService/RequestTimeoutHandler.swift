@@ -166,15 +166,21 @@ final class RequestTimeoutHandler: ChannelInboundHandler {
 }
 
 /// Sits before the HTTP decoder and tells the timeout handler when raw bytes arrive, so that the head
-/// timeout runs from a request's first byte, not from the previous response.
+/// timeout runs from a request's first byte, not from the previous response; a read also begins the
+/// connection's run for its ``ResponsePacer``.
 final class RequestActivityMarker: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     private let timeouts: RequestTimeoutHandler
+    private let pacer: ResponsePacer
 
-    init(timeouts: RequestTimeoutHandler) { self.timeouts = timeouts }
+    init(timeouts: RequestTimeoutHandler, pacer: ResponsePacer) {
+        self.timeouts = timeouts
+        self.pacer = pacer
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         timeouts.bytesArrived()
+        pacer.runBegins()
         context.fireChannelRead(data)
     }
 }

@@ -62,18 +62,23 @@ enum SimpleResponse {
     /// write means the connection is gone: close it rather than answer the next request.
     static func end(request: HTTPRequestHead, keepAlive: Bool, after last: EventLoopPromise<Void>?, pacer: ResponsePacer,
                     context: ChannelHandlerContext) {
-        let ending = NIOLoopBound(context, eventLoop: context.eventLoop)
         guard let last else {
-            if pacer.mayEndNow(on: context.eventLoop) { return end(request: request, keepAlive: keepAlive, context: context) }
+            if pacer.mayEndNow() { return end(request: request, keepAlive: keepAlive, context: context) }
             context.flush()
-            return context.eventLoop.execute { end(request: request, keepAlive: keepAlive, context: ending.value) }
+            let ending = NIOLoopBound((context, pacer), eventLoop: context.eventLoop)
+            return context.eventLoop.execute {
+                ending.value.1.runBegins()
+                end(request: request, keepAlive: keepAlive, context: ending.value.0)
+            }
         }
+        let ending = NIOLoopBound((context, pacer), eventLoop: context.eventLoop)
         context.flush()
         last.futureResult.whenComplete { result in
-            let context = ending.value
+            let context = ending.value.0
             guard case .success = result else { return context.close(promise: nil) }
             context.eventLoop.execute {
-                end(request: request, keepAlive: keepAlive, context: ending.value)
+                ending.value.1.runBegins()
+                end(request: request, keepAlive: keepAlive, context: ending.value.0)
             }
         }
     }

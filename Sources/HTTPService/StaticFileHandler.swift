@@ -67,11 +67,9 @@ final class StaticFileHandler: ChannelInboundHandler {
         guard let (fd, info) = identity.open(path) else { return .refused(.notFound, headers: []) }
         let validators = Validators(size: Int(info.st_size), modifiedSeconds: Int(info.st_mtim.tv_sec),
                                     modifiedNanoseconds: Int(info.st_mtim.tv_nsec))
-        var entry = FileCache.Entry(file: path, probe: probe, identity: FileCache.Identity(info), validators: validators,
-                                    contentType: MediaType.forPath(path))
-        if validators.size <= FileCache.maxContentSize {
-            entry.content = Self.read(fd, count: validators.size)
-        }
+        let content = validators.size <= FileCache.maxContentSize ? Self.read(fd, count: validators.size) : nil
+        let entry = FileCache.Entry(file: path, probe: probe, identity: FileCache.Identity(info), validators: validators,
+                                    contentType: MediaType.forPath(path), content: content)
         if cache.admits(info) { cache.insert(entry, for: key) }
         if entry.content != nil {
             close(fd)
