@@ -86,6 +86,10 @@ final class AccessLogHandler: ChannelDuplexHandler {
     private static let hex = Array("0123456789ABCDEF".utf8)
 
     private static func escape(_ text: String.UTF8View, into line: inout [UInt8]) {
+        // Most fields need no escape: then they are copied in one go.
+        if text.allSatisfy({ $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            return line.append(contentsOf: text)
+        }
         for byte in text {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"), ..<0x20, 0x7F...:

@@ -101,13 +101,19 @@ final class AccessLogSink: @unchecked Sendable {
     }
 
     /// Writes what is buffered and ends the writer (the instance ends); closes the destination if it is
-    /// the sink's own.
-    func close() {
+    /// the sink's own. Waits at most `timeout` for a destination that blocks (a pipe nobody reads): then
+    /// the writer is left to finish on its own, with its descriptor.
+    func close(within timeout: TimeInterval = 3) {
+        let deadline = Date(timeIntervalSinceNow: timeout)
         condition.lock()
         stopping = true
         condition.signal()
-        while !writerEnded { condition.wait() }
+        while !writerEnded, condition.wait(until: deadline) {}
+        let ended = writerEnded
         condition.unlock()
+        guard ended else {
+            return logger.warning("access log: the destination blocks; its last lines are still being written")
+        }
         if ownsDescriptor { Glibc.close(descriptor) }
     }
 
