@@ -87,10 +87,13 @@ public enum ServerInstance {
                 connections.closeAll()
             }
         }
+        // Not `context`: the context keeps this closure, and a closure that kept the context would keep
+        // every ended instance (its listeners, their loops and buffers) alive.
+        let sockets = context.sockets
         context.onCloseListeners {
             loopsRunning.withLockedValue { running in
                 guard running else { return }
-                for (server, socket) in zip(servers, context.sockets) {
+                for (server, socket) in zip(servers, sockets) {
                     socket.handover.retiring(ObjectIdentifier(server))
                     server.close(promise: nil)
                 }
@@ -136,12 +139,13 @@ public enum ServerInstance {
 /// the batch, so the connection just accepted is the last one the failed instance takes.
 private final class AcceptGate: ChannelInboundHandler {
     typealias InboundIn = any Channel
-    private let context: InstanceContext
+    /// Weak: the context keeps the listener (through its close hook), the listener keeps this handler.
+    private weak var instance: InstanceContext?
 
-    init(context: InstanceContext) { self.context = context }
+    init(context: InstanceContext) { instance = context }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if self.context.hasFailed { context.close(promise: nil) }
+        if instance?.hasFailed ?? true { context.close(promise: nil) }
         context.fireChannelRead(data)
     }
 }
