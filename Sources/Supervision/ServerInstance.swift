@@ -87,6 +87,8 @@ public enum ServerInstance {
                 connections.closeAll()
             }
         }
+        // Known to the hand-over before the failure hook can mark them retiring.
+        for (listener, socket) in zip(listeners, context.sockets) { socket.handover.opened(ObjectIdentifier(listener)) }
         // Not `context`: the context keeps this closure, and a closure that kept the context would keep
         // every ended instance (its listeners, their loops and buffers) alive.
         let sockets = context.sockets
@@ -100,7 +102,6 @@ public enum ServerInstance {
             }
         }
         for (listener, socket) in zip(listeners, context.sockets) {
-            socket.handover.opened(ObjectIdentifier(listener))
             listener.closeFuture.whenComplete { _ in
                 socket.handover.closed(ObjectIdentifier(listener))
                 if !context.isStopRequested {
