@@ -60,13 +60,13 @@ final class AccessLogHandler: ChannelDuplexHandler {
         line.append(UInt8(ascii: " "))
         escape(request.uri.utf8, into: &line)
         line += " HTTP/".utf8
-        decimal(UInt(request.version.major), into: &line)
+        decimal(request.version.major, into: &line)
         line.append(UInt8(ascii: "."))
-        decimal(UInt(request.version.minor), into: &line)
+        decimal(request.version.minor, into: &line)
         line += "\" ".utf8
-        decimal(status, into: &line)
+        decimal(Int(clamping: status), into: &line)
         line.append(UInt8(ascii: " "))
-        decimal(UInt(max(0, bytes)), into: &line)
+        decimal(bytes, into: &line)
         line.append(UInt8(ascii: " "))
         quoted(request.headers.first(name: "Referer"), into: &line)
         line.append(UInt8(ascii: " "))
@@ -102,7 +102,7 @@ final class AccessLogHandler: ChannelDuplexHandler {
         }
     }
 
-    private static func decimal(_ value: UInt, into line: inout [UInt8]) {
+    private static func decimal(_ value: Int, into line: inout [UInt8]) {
         line += String(value).utf8
     }
 }

@@ -148,7 +148,7 @@ public final class InstanceContext: Sendable {
     public var isStopRequested: Bool { state.withLockedValue { $0.stopRequested } }
 
     /// Whether the instance reported a failure.
-    public var hasFailed: Bool { state.withLockedValue { $0.failure != nil } }
+    var hasFailed: Bool { state.withLockedValue { $0.failure != nil } }
 
     // MARK: called by the runner and by fault injection
 
