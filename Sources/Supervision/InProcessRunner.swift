@@ -12,12 +12,18 @@ public struct InProcessRunner: InstanceRunner {
     public let forensics: InstanceForensics?
     /// Given to every instance (``InstanceContext/metrics``).
     public let metrics: any MetricsFactory
+    /// Event loops for the next instances: started ahead of need, or handed on by an instance that ended.
+    let spareLoops: SpareLoopGroup?
 
+    /// - Parameter keepsSpareLoops: whether instances hand their event loops on to their successors and
+    ///   one group is kept started ahead of need (``SpareLoopGroup``), so that a restart does not wait for
+    ///   threads to start. A runner that launches one instance only (a worker process) keeps none.
     public init(service: any HostedService, forensics: InstanceForensics? = nil,
-                metrics: any MetricsFactory = NOOPMetricsHandler.instance) {
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance, keepsSpareLoops: Bool = true) {
         self.service = service
         self.forensics = forensics
         self.metrics = metrics
+        spareLoops = keepsSpareLoops ? SpareLoopGroup() : nil
     }
 
     public func launch(_ spec: InstanceSpec, events: @escaping @Sendable (InstanceEvent) -> Void) -> any InstanceHandle {
@@ -25,7 +31,8 @@ public struct InProcessRunner: InstanceRunner {
                                       logger: spec.logger,
                                       flightRecorder: forensics?.makeRecorder(service: spec.service, instance: spec.number,
                                                                               logger: spec.logger),
-                                      quarantine: forensics?.quarantine, metrics: metrics, events: events)
+                                      quarantine: forensics?.quarantine, metrics: metrics, spareLoops: spareLoops,
+                                      events: events)
         let service = self.service
         let task = Task.detached { () -> InstanceEnd in
             do {
@@ -38,6 +45,10 @@ public struct InProcessRunner: InstanceRunner {
             }
         }
         return InProcessInstance(context: context, task: task)
+    }
+
+    public func shutDown() {
+        spareLoops?.shutDown()
     }
 }
 

@@ -28,6 +28,8 @@ public final class InstanceContext: Sendable {
     public let quarantine: PeerQuarantine?
     /// Where the instance counts what it does (swift-metrics); a no-op factory when the host keeps no metrics.
     public let metrics: any MetricsFactory
+    /// Event loop threads started ahead of need for the service's instances; `nil`: each starts its own.
+    public let spareLoops: SpareLoopGroup?
 
     private struct State {
         var readyReported = false
@@ -49,7 +51,7 @@ public final class InstanceContext: Sendable {
     /// - Parameter events: where the instance's ready and failure reports go (its runner).
     public init(service: String, number: Int, sockets: [ListeningSocket], logger: Logger,
                 flightRecorder: FlightRecorder? = nil, quarantine: PeerQuarantine? = nil,
-                metrics: any MetricsFactory = NOOPMetricsHandler.instance,
+                metrics: any MetricsFactory = NOOPMetricsHandler.instance, spareLoops: SpareLoopGroup? = nil,
                 events: @escaping @Sendable (InstanceEvent) -> Void) {
         self.service = service
         self.number = number
@@ -58,6 +60,7 @@ public final class InstanceContext: Sendable {
         self.flightRecorder = flightRecorder
         self.quarantine = quarantine
         self.metrics = metrics
+        self.spareLoops = spareLoops
         self.events = events
     }
 

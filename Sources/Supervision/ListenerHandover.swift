@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// The hand-over of one listening socket from a failed instance to its successor.
 ///
@@ -18,7 +19,7 @@ public final class ListenerHandover: Sendable {
     private struct State {
         /// Open listeners, and whether each is retiring.
         var open: [ListenerID: Bool] = [:]
-        var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
+        var waiters: [Int: EventLoopPromise<Bool>] = [:]
         var nextWaiter = 0
         var retiring: Int { open.values.count { $0 } }
     }
@@ -41,34 +42,33 @@ public final class ListenerHandover: Sendable {
     }
 
     public func closed(_ listener: ListenerID) {
-        let resumed = state.withLockedValue { state -> [CheckedContinuation<Bool, Never>] in
+        let resumed = state.withLockedValue { state -> [EventLoopPromise<Bool>] in
             state.open.removeValue(forKey: listener)
             guard state.retiring == 0 else { return [] }
             defer { state.waiters.removeAll() }
             return Array(state.waiters.values)
         }
-        resumed.forEach { $0.resume(returning: true) }
+        resumed.forEach { $0.succeed(true) }
     }
 
-    /// Waits until every retiring listener is closed, at most `timeout`; `false` if one is still open then.
-    public func untilRetiringListenersClose(within timeout: Duration) async -> Bool {
+    /// Succeeds on `eventLoop` once every retiring listener is closed, with `false` if one is still open
+    /// after `timeout`.
+    public func retiringListenersClosed(within timeout: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+        let promise = eventLoop.makePromise(of: Bool.self)
         let waiter = state.withLockedValue { state -> Int? in
             guard state.retiring > 0 else { return nil }
             defer { state.nextWaiter += 1 }
+            state.waiters[state.nextWaiter] = promise
             return state.nextWaiter
         }
-        guard let waiter else { return true }
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let waiting = state.withLockedValue { state -> Bool in
-                guard state.retiring > 0 else { return false }
-                state.waiters[waiter] = continuation
-                return true
-            }
-            guard waiting else { return continuation.resume(returning: true) }
-            Task { [state] in
-                try? await Task.sleep(for: timeout)
-                state.withLockedValue { $0.waiters.removeValue(forKey: waiter) }?.resume(returning: false)
-            }
+        guard let waiter else {
+            promise.succeed(true)
+            return promise.futureResult
         }
+        let deadline = eventLoop.scheduleTask(in: timeout) { [state] in
+            state.withLockedValue { $0.waiters.removeValue(forKey: waiter) }?.succeed(false)
+        }
+        promise.futureResult.whenComplete { _ in deadline.cancel() }
+        return promise.futureResult
     }
 }

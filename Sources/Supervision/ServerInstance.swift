@@ -6,9 +6,10 @@ import NIOPosix
 /// shares, so that protocol code only supplies its channel pipeline.
 ///
 /// The instance gets its own event loop group, so that a hung instance blocks only its own threads and
-/// can be abandoned while its replacement serves. On a graceful stop it closes its listeners, sends
-/// `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then close) and waits
-/// for them; a forced stop closes every connection at once. A failed instance closes its listeners at once
+/// can be abandoned while its replacement serves; with a ``SpareLoopGroup`` (in-process instances), one
+/// started ahead of need, or the loops of an instance that ended cleanly. On a graceful stop it closes its
+/// listeners, sends `ChannelShouldQuiesceEvent` to every connection (finish the current exchange, then
+/// close) and waits for them; a forced stop closes every connection at once. A failed instance closes its listeners at once
 /// and its successor listens only once they are closed (``ListenerHandover``): a connection made after the
 /// successor reports ready is never accepted, and cut, by the failed instance.
 ///
@@ -23,93 +24,92 @@ public enum ServerInstance {
         refusal: String? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let group = context.spareLoops?.take(threads: threads) ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        // The first instance of a service starts its successor's loops before it reports ready: then the
+        // host holds as many threads and descriptors from its start on as after any number of restarts.
+        if context.number == 1 { context.spareLoops?.prepare(threads: threads) }
         let connections = ConnectionSet()
-        var listeners: [any Channel] = []
-        // Listen only once a failed predecessor no longer does: then a connection made after this instance
-        // reports ready reaches it, and is never cut by the failed one (and two instances never race for an
-        // accept, which NIO's debug builds assert against).
-        for socket in context.sockets where !(await socket.handover.untilRetiringListenersClose(within: .milliseconds(100))) {
-            context.logger.warning("a failed instance still listens: it may accept and cut connections until its listener closes",
-                                   metadata: ["socket": "\(socket.address)"])
+        let loopsRunning = NIOLockedValueBox(true)
+        // Made on the loop, where the listener is bound: a bootstrap is not `Sendable`.
+        let bootstrap: @Sendable () -> ServerBootstrap = {
+            ServerBootstrap(group: group)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(AcceptGate(context: context))
+                    }
+                }
+                // The default accepts only 4 connections per loop tick; bursts (and the backlog
+                // that piles up during a restart) then wait for seconds.
+                .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
+                .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+                // One read (up to 64 KiB) per connection per turn of the loop, not NIO's default
+                // four: a client that pipelines thousands of requests in one burst then gets its
+                // turn like every other connection, and the liveness ping is not kept waiting.
+                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+                .childChannelInitializer { channel in
+                    connections.insert(channel)
+                    if let quarantine = context.quarantine, let peer = channel.remoteAddress?.ipAddress,
+                       quarantine.refuses(peer) {
+                        return QuarantineRefusal.refuse(channel, with: refusal ?? "")
+                    }
+                    if context.flightRecorder != nil || sendTimeout != nil {
+                        do {
+                            try channel.pipeline.syncOperations.addHandler(
+                                ConnectionHeadHandler(recorder: context.flightRecorder, sendTimeout: sendTimeout))
+                        } catch {
+                            return channel.eventLoop.makeFailedFuture(error)
+                        }
+                    }
+                    return childChannelInitializer(channel)
+                }
         }
-        do {
-            for socket in context.sockets {
-                let descriptor = try socket.duplicateForInstance()
-                let listener = try await ServerBootstrap(group: group)
-                    .serverChannelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(AcceptGate(context: context))
-                        }
-                    }
-                    // The default accepts only 4 connections per loop tick; bursts (and the backlog
-                    // that piles up during a restart) then wait for seconds.
-                    .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
-                    .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
-                    // One read (up to 64 KiB) per connection per turn of the loop, not NIO's default
-                    // four: a client that pipelines thousands of requests in one burst then gets its
-                    // turn like every other connection, and the liveness ping is not kept waiting.
-                    .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
-                    .childChannelInitializer { channel in
-                        connections.insert(channel)
-                        if let quarantine = context.quarantine, let peer = channel.remoteAddress?.ipAddress,
-                           quarantine.refuses(peer) {
-                            return QuarantineRefusal.refuse(channel, with: refusal ?? "")
-                        }
-                        if context.flightRecorder != nil || sendTimeout != nil {
-                            do {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    ConnectionHeadHandler(recorder: context.flightRecorder, sendTimeout: sendTimeout))
-                            } catch {
-                                return channel.eventLoop.makeFailedFuture(error)
-                            }
-                        }
-                        return childChannelInitializer(channel)
-                    }
-                    .withBoundSocket(descriptor)
-                    .get()
-                listeners.append(listener)
+
+        // The start-up runs on the instance's loop from end to end, from the predecessor's last listener
+        // closing to the ready report: every hop through the cooperative pool on the way was a thread to
+        // wake on the restart's path.
+        let loop = group.next()
+        let handedOver = EventLoopFuture.whenAllSucceed(
+            context.sockets.map { $0.handover.retiringListenersClosed(within: .milliseconds(100), on: loop) }, on: loop)
+        let started = handedOver.flatMap { closed -> EventLoopFuture<[any Channel]> in
+            // Listen only once a failed predecessor no longer does: then a connection made after this
+            // instance reports ready reaches it, and is never cut by the failed one (and two instances
+            // never race for an accept, which NIO's debug builds assert against).
+            for (socket, closed) in zip(context.sockets, closed) where !closed {
+                context.logger.warning("a failed instance still listens: it may accept and cut connections until its listener closes",
+                                       metadata: ["socket": "\(socket.address)"])
             }
+            let binds = context.sockets.map { socket in
+                loop.makeCompletedFuture { try socket.duplicateForInstance() }.flatMap { bootstrap().withBoundSocket($0) }
+            }
+            return EventLoopFuture.whenAllComplete(binds, on: loop).flatMapThrowing { results in
+                let listeners = results.compactMap { try? $0.get() }
+                for case .failure(let error) in results {
+                    listeners.forEach { $0.close(promise: nil) }
+                    throw error
+                }
+                return listeners
+            }
+        }.map { listeners in
+            Self.serve(context, listeners: listeners, connections: connections, loopsRunning: loopsRunning)
+            context.reportReady(eventLoops: Array(group.makeIterator()))
+            return listeners
+        }
+        let listeners: [any Channel]
+        do {
+            listeners = try await started.get()
         } catch {
-            for listener in listeners { try? await listener.close() }
             try? await group.shutdownGracefully()
             throw InstanceFailure("cannot serve \(context.sockets.map(\.address).joined(separator: ", ")): \(error)")
         }
-
-        let servers = listeners
-        // Guards against closing channels once the group is shut down: the supervisor may force a stop
-        // of an instance that already ended on its own, and scheduling on a dead loop is an error.
-        let loopsRunning = NIOLockedValueBox(true)
-        context.onForcedStop {
-            loopsRunning.withLockedValue { running in
-                guard running else { return }
-                servers.forEach { $0.close(promise: nil) }
-                connections.closeAll()
+        if let spareLoops = context.spareLoops {
+            // Once the predecessor has ended (it hands its loops on) or hung, and not beside this
+            // instance's first requests; by a successor if this instance did not serve that long.
+            Task.detached(priority: .background) {
+                try? await Task.sleep(for: .milliseconds(100))
+                guard !context.hasFailed, !context.isStopRequested else { return }
+                spareLoops.settle(threads: threads)
             }
         }
-        // Known to the hand-over before the failure hook can mark them retiring.
-        for (listener, socket) in zip(listeners, context.sockets) { socket.handover.opened(ObjectIdentifier(listener)) }
-        // Not `context`: the context keeps this closure, and a closure that kept the context would keep
-        // every ended instance (its listeners, their loops and buffers) alive.
-        let sockets = context.sockets
-        context.onCloseListeners {
-            loopsRunning.withLockedValue { running in
-                guard running else { return }
-                for (server, socket) in zip(servers, sockets) {
-                    socket.handover.retiring(ObjectIdentifier(server))
-                    server.close(promise: nil)
-                }
-            }
-        }
-        for (listener, socket) in zip(listeners, context.sockets) {
-            listener.closeFuture.whenComplete { _ in
-                socket.handover.closed(ObjectIdentifier(listener))
-                if !context.isStopRequested {
-                    context.fail(InstanceFailure("listener on \(socket.address) closed"))
-                }
-            }
-        }
-        context.reportReady(eventLoops: Array(group.makeIterator()))
 
         var failure: (any Error)?
         do {
@@ -126,8 +126,52 @@ public enum ServerInstance {
         await connections.waitUntilEmpty()
         loopsRunning.withLockedValue { $0 = false }
         context.eventLoopsWillShutDown()
-        try? await group.shutdownGracefully()
+        // Every connection is closed: the loops run, and serve the next instance.
+        if let spareLoops = context.spareLoops {
+            spareLoops.keep(group, threads: threads)
+        } else {
+            try? await group.shutdownGracefully()
+        }
         if let failure { throw failure }
+    }
+
+    /// Ties the instance's listeners to its context: a forced stop closes them and every connection, a
+    /// failure closes them at once (and hands the sockets over), and a listener that closes by itself
+    /// fails the instance.
+    private static func serve(_ context: InstanceContext, listeners: [any Channel], connections: ConnectionSet,
+                              loopsRunning: NIOLockedValueBox<Bool>) {
+        // `loopsRunning` guards against closing channels once the loops are let go of: the supervisor may
+        // force a stop of an instance that already ended on its own, and scheduling on a dead loop is an
+        // error (on loops handed on to the next instance, a mistake).
+        context.onForcedStop {
+            loopsRunning.withLockedValue { running in
+                guard running else { return }
+                listeners.forEach { $0.close(promise: nil) }
+                connections.closeAll()
+            }
+        }
+        // Known to the hand-over before the failure hook can mark them retiring.
+        for (listener, socket) in zip(listeners, context.sockets) { socket.handover.opened(ObjectIdentifier(listener)) }
+        // Not `context`: the context keeps this closure, and a closure that kept the context would keep
+        // every ended instance (its listeners, their loops and buffers) alive.
+        let sockets = context.sockets
+        context.onCloseListeners {
+            loopsRunning.withLockedValue { running in
+                guard running else { return }
+                for (listener, socket) in zip(listeners, sockets) {
+                    socket.handover.retiring(ObjectIdentifier(listener))
+                    listener.close(promise: nil)
+                }
+            }
+        }
+        for (listener, socket) in zip(listeners, context.sockets) {
+            listener.closeFuture.whenComplete { _ in
+                socket.handover.closed(ObjectIdentifier(listener))
+                if !context.isStopRequested {
+                    context.fail(InstanceFailure("listener on \(socket.address) closed"))
+                }
+            }
+        }
     }
 }
 

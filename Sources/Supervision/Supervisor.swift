@@ -264,10 +264,11 @@ public actor Supervisor: Service {
     }
 
     /// Reports from anywhere (an instance's thread, a timer): hops onto the supervisor's loop, unless the
-    /// supervisor is over.
+    /// supervisor is over. Straight onto the loop, not through a task: a task would first wait for a
+    /// thread of the cooperative pool, a second hop on the path of every failure and every ready report.
     private nonisolated func deliver(_ name: String, _ input: ServiceStateMachine.Input) {
         guard !over.withLockedValue({ $0 }) else { return }
-        Task { await self.report(name, input) }
+        eventLoop.execute { self.assumeIsolated { $0.report(name, input) } }
     }
 
     private func execute(_ effect: ServiceStateMachine.Effect, for name: String, _ record: Record) {

@@ -1,7 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import Testing
-@testable import Supervision
+@_spi(FaultInjection) @testable import Supervision
 
 /// Supervisor semantics with test services. Every wait has a deadline; no sleep is an assertion.
 @Suite(.serialized, .timeLimit(.minutes(1))) struct SupervisorTests {
@@ -265,6 +265,39 @@ import Testing
             try await untilRunning(instance + 1)
             let reply = Result { try LineClient.exchange(port: port, line: "x") }
             try #require((try? reply.get()) == "\(instance + 1):x", "after restart \(instance): \(reply)")
+        }
+        await harness.stop()
+    }
+
+    @Test func replacementsServeOnTheLoopsOfEndedInstancesButNeverOnAHungOne() async throws {
+        let settings = SupervisionSettings.fast { $0.backoffInitial = .zero; $0.backoffMax = .zero }
+        let harness = try SupervisorHarness([(LineEchoService(name: "echo"), settings)], maxAbandoned: 1, withSockets: true)
+        let port = LineClient.port(of: harness.sockets["echo"]!)
+        func running(_ instance: Int) async throws -> (InProcessInstance, loops: Set<ObjectIdentifier>) {
+            try await harness.waitForState("echo", .running, instance: instance)
+            let handle = try #require(try await harness.supervisor.runningInstance(of: "echo") as? InProcessInstance)
+            return (handle, handle.context.withLiveEventLoops { Set($0.map { ObjectIdentifier($0 as AnyObject) }) })
+        }
+        func loops(of instance: Int) async throws -> Set<ObjectIdentifier> { try await running(instance).loops }
+        // Each instance ends with every connection closed: its loops serve a later one. Ten instances use
+        // two groups of loops (the first's and the spare it started; three if one had to be started
+        // meanwhile), not ten.
+        var seen = Set<ObjectIdentifier>()
+        for instance in 1...10 {
+            let (handle, loops) = try await running(instance)
+            seen.formUnion(loops)
+            #expect(try LineClient.exchange(port: port, line: "x") == "\(instance):x")
+            try await harness.breakInstance(of: "echo", .fail)
+            _ = await handle.ended()
+        }
+        #expect(seen.count <= 3, "\(seen.count) groups of loops for 10 instances")
+        // A hung instance is abandoned with its loops: no successor is ever given them.
+        let hung = try await loops(of: 11)
+        try await harness.breakInstance(of: "echo", .hang)
+        for instance in 12...14 {
+            #expect(try await loops(of: instance).isDisjoint(with: hung))
+            #expect(try LineClient.exchange(port: port, line: "y") == "\(instance):y")
+            try await harness.breakInstance(of: "echo", .fail)
         }
         await harness.stop()
     }

@@ -222,7 +222,7 @@ private final class Worker: Sendable {
                 instanceLogger.warning("counting nothing: the figure file cannot be used", metadata: ["error": "\(error)"])
             }
         }
-        let instance = InProcessRunner(service: service, forensics: forensics, metrics: metrics).launch(spec) { event in
+        let instance = InProcessRunner(service: service, forensics: forensics, metrics: metrics, keepsSpareLoops: false).launch(spec) { event in
             switch event {
             case .ready: _ = self.send(.ready)
             case .failed(let reason): self.reportFailure(reason)
