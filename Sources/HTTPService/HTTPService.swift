@@ -15,19 +15,23 @@ public struct HTTPService: HostedService {
     let settings: HTTPSettings
     let threads: Int
     let connections: ConnectionLimiter
+    /// The service's, not an instance's: a replacement serves its first requests from what its
+    /// predecessors resolved (every hit is revalidated, so nothing an instance left there can be stale).
+    let files: FileCache
 
     public init(settings: HTTPSettings, threads: Int = 1) {
         self.settings = settings
         self.threads = threads
         connections = ConnectionLimiter(limit: settings.maxConnections, perClientLimit: settings.maxConnectionsPerClient)
+        files = FileCache(capacity: settings.fileCacheSize)
     }
 
     public func run(_ context: InstanceContext) async throws {
         let settings = self.settings
         let connections = self.connections
+        let files = self.files
         let accessLog = try AccessLogSink.make(settings.accessLog, logger: context.logger)
         defer { accessLog?.close() }
-        let files = FileCache(capacity: settings.fileCacheSize)
         // A host that keeps no metrics gets a no-op factory: then no exchange is timed or counted at all.
         let metrics = context.metrics is NOOPMetricsHandler ? nil : HTTPMetrics(factory: context.metrics)
         try await ServerInstance.run(context, threads: threads, sendTimeout: .seconds(Int64(settings.sendTimeoutSeconds)),

@@ -1,12 +1,15 @@
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// The supervisor's event history (bounded) and live subscriptions to it.
 public final class EventLog: Sendable {
     public let capacity: Int
 
     private struct State {
-        var events: [SupervisorEvent] = []
+        /// A ring: once the history is full, dropping the oldest event must not move the other 9 999
+        /// (an array's `removeFirst` did, for every event from then on).
+        var events = CircularBuffer<SupervisorEvent>()
         var subscribers: [UUID: AsyncStream<SupervisorEvent>.Continuation] = [:]
     }
 
@@ -27,7 +30,7 @@ public final class EventLog: Sendable {
     }
 
     /// Every recorded event, oldest first.
-    public var history: [SupervisorEvent] { state.withLockedValue { $0.events } }
+    public var history: [SupervisorEvent] { state.withLockedValue { Array($0.events) } }
 
     /// The history so far and a stream of every later event, with nothing lost or repeated in between.
     public func subscribe() -> (history: [SupervisorEvent], updates: AsyncStream<SupervisorEvent>) {
@@ -35,7 +38,7 @@ public final class EventLog: Sendable {
         let id = UUID()
         let history = state.withLockedValue { state in
             state.subscribers[id] = continuation
-            return state.events
+            return Array(state.events)
         }
         continuation.onTermination = { [weak self] _ in
             self?.state.withLockedValue { _ = $0.subscribers.removeValue(forKey: id) }
