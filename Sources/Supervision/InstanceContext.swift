@@ -141,8 +141,8 @@ public final class InstanceContext: Sendable {
         if runNow { handler() }
     }
 
-    /// Called by an instance just before it shuts its event loops down: from then on they are neither
-    /// pinged nor used for fault injection.
+    /// Called by an instance just before it lets go of its event loops (shuts them down, or hands them on
+    /// to a successor): from then on they are neither pinged nor used for fault injection.
     public func eventLoopsWillShutDown() {
         state.withLockedValue { $0.eventLoops = [] }
     }

@@ -101,13 +101,14 @@ public enum ServerInstance {
             try? await group.shutdownGracefully()
             throw InstanceFailure("cannot serve \(context.sockets.map(\.address).joined(separator: ", ")): \(error)")
         }
-        if let spareLoops = context.spareLoops {
-            // Once the predecessor has ended (it hands its loops on) or hung, and not beside this
-            // instance's first requests; by a successor if this instance did not serve that long.
-            Task.detached(priority: .background) {
-                try? await Task.sleep(for: .milliseconds(100))
+        // Once the predecessor has ended (it hands its loops on) or hung, and not beside this instance's
+        // first requests; by a successor if this instance does not serve that long. A timer of the loop,
+        // cancelled at the end: an instance that fails at once leaves nothing behind to wake up later.
+        let settling = context.spareLoops.map { spareLoops in
+            loop.scheduleTask(in: .milliseconds(100)) {
                 guard !context.hasFailed, !context.isStopRequested else { return }
-                spareLoops.settle(threads: threads)
+                // Starting threads blocks: not on the loop.
+                Task.detached { spareLoops.settle(threads: threads) }
             }
         }
 
@@ -117,6 +118,7 @@ public enum ServerInstance {
         } catch {
             failure = error
         }
+        settling?.cancel()
         for listener in listeners { try? await listener.close() }
         if failure == nil {
             connections.quiesceAll()
