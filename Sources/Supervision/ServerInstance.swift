@@ -24,7 +24,12 @@ public enum ServerInstance {
         refusal: String? = nil,
         childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
     ) async throws {
-        let group = context.spareLoops?.take(threads: threads) ?? MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let group: MultiThreadedEventLoopGroup
+        do {
+            group = try context.spareLoops?.take(threads: threads) ?? SpareLoopGroup.start(threads: threads)
+        } catch {
+            throw InstanceFailure("\(error)")
+        }
         // The first instance of a service starts its successor's loops before it reports ready: then the
         // host holds as many threads and descriptors from its start on as after any number of restarts.
         if context.number == 1 { context.spareLoops?.prepare(threads: threads) }
@@ -98,12 +103,14 @@ public enum ServerInstance {
         do {
             listeners = try await started.get()
         } catch {
-            try? await group.shutdownGracefully()
+            // The loops ran the start-up: they serve the next attempt.
+            await Self.letGo(of: group, threads: threads, context)
             throw InstanceFailure("cannot serve \(context.sockets.map(\.address).joined(separator: ", ")): \(error)")
         }
-        // Once the predecessor has ended (it hands its loops on) or hung, and not beside this instance's
-        // first requests; by a successor if this instance does not serve that long. A timer of the loop,
-        // cancelled at the end: an instance that fails at once leaves nothing behind to wake up later.
+        // One spare for the successor: once the predecessor has ended (it offers its loops) or hung, and
+        // not beside this instance's first requests; by a successor if this instance does not serve that
+        // long. A timer of the loop, cancelled at the end: an instance that fails at once leaves nothing
+        // behind to wake up later.
         let settling = context.spareLoops.map { spareLoops in
             loop.scheduleTask(in: .milliseconds(100)) {
                 guard !context.hasFailed, !context.isStopRequested else { return }
@@ -127,14 +134,25 @@ public enum ServerInstance {
         }
         await connections.waitUntilEmpty()
         loopsRunning.withLockedValue { $0 = false }
-        context.eventLoopsWillShutDown()
-        // Every connection is closed: the loops run, and serve the next instance.
-        if let spareLoops = context.spareLoops {
-            spareLoops.keep(group, threads: threads)
-        } else {
-            try? await group.shutdownGracefully()
-        }
+        await Self.letGo(of: group, threads: threads, context)
         if let failure { throw failure }
+    }
+
+    /// Offers the instance's loops to its successors, or shuts them down when the service keeps no
+    /// spares. First no fault injection or liveness ping can reach them any more; then each runs a task
+    /// queued behind whatever was: a loop that something queued before blocks is never offered. The
+    /// offer is made from the loops, not awaited: the instance ends once its connections are closed, as
+    /// it always did, and a stray blocked loop is left behind as an abandoned instance's would be.
+    private static func letGo(of group: MultiThreadedEventLoopGroup, threads: Int, _ context: InstanceContext) async {
+        context.eventLoopsWillShutDown()
+        guard let spareLoops = context.spareLoops else {
+            try? await group.shutdownGracefully()
+            return
+        }
+        let loops = Array(group.makeIterator())
+        EventLoopFuture.andAllComplete(loops.map { $0.submit {} }, on: loops[0]).whenComplete { _ in
+            spareLoops.keep(group, threads: threads)
+        }
     }
 
     /// Ties the instance's listeners to its context: a forced stop closes them and every connection, a
