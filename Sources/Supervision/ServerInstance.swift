@@ -37,36 +37,8 @@ public enum ServerInstance {
         let loopsRunning = NIOLockedValueBox(true)
         // Made on the loop, where the listener is bound: a bootstrap is not `Sendable`.
         let bootstrap: @Sendable () -> ServerBootstrap = {
-            ServerBootstrap(group: group)
-                .serverChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(AcceptGate(context: context))
-                    }
-                }
-                // The default accepts only 4 connections per loop tick; bursts (and the backlog
-                // that piles up during a restart) then wait for seconds.
-                .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
-                .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
-                // One read (up to 64 KiB) per connection per turn of the loop, not NIO's default
-                // four: a client that pipelines thousands of requests in one burst then gets its
-                // turn like every other connection, and the liveness ping is not kept waiting.
-                .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
-                .childChannelInitializer { channel in
-                    connections.insert(channel)
-                    if let quarantine = context.quarantine, let peer = channel.remoteAddress?.ipAddress,
-                       quarantine.refuses(peer) {
-                        return QuarantineRefusal.refuse(channel, with: refusal ?? "")
-                    }
-                    if context.flightRecorder != nil || sendTimeout != nil {
-                        do {
-                            try channel.pipeline.syncOperations.addHandler(
-                                ConnectionHeadHandler(recorder: context.flightRecorder, sendTimeout: sendTimeout))
-                        } catch {
-                            return channel.eventLoop.makeFailedFuture(error)
-                        }
-                    }
-                    return childChannelInitializer(channel)
-                }
+            Self.bootstrap(group: group, context, connections: connections, sendTimeout: sendTimeout, refusal: refusal,
+                           childChannelInitializer: childChannelInitializer)
         }
 
         // The start-up runs on the instance's loop from end to end, from the predecessor's last listener
@@ -138,6 +110,44 @@ public enum ServerInstance {
         if let failure { throw failure }
     }
 
+    /// How every listener of the instance accepts, and what every connection gets first.
+    private static func bootstrap(
+        group: MultiThreadedEventLoopGroup, _ context: InstanceContext, connections: ConnectionSet,
+        sendTimeout: TimeAmount?, refusal: String?,
+        childChannelInitializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptGate(context: context))
+                }
+            }
+            // The default accepts only 4 connections per loop tick; bursts (and the backlog
+            // that piles up during a restart) then wait for seconds.
+            .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 256)
+            .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+            // One read (up to 64 KiB) per connection per turn of the loop, not NIO's default
+            // four: a client that pipelines thousands of requests in one burst then gets its
+            // turn like every other connection, and the liveness ping is not kept waiting.
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 1)
+            .childChannelInitializer { channel in
+                connections.insert(channel)
+                if let quarantine = context.quarantine, let peer = channel.remoteAddress?.ipAddress,
+                   quarantine.refuses(peer) {
+                    return QuarantineRefusal.refuse(channel, with: refusal ?? "")
+                }
+                if context.flightRecorder != nil || sendTimeout != nil {
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ConnectionHeadHandler(recorder: context.flightRecorder, sendTimeout: sendTimeout))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
+                return childChannelInitializer(channel)
+            }
+    }
+
     /// Offers the instance's loops to its successors, or shuts them down when the service keeps no
     /// spares. First no fault injection or liveness ping can reach them any more; then each runs a task
     /// queued behind whatever was: a loop that something queued before blocks is never offered. The
@@ -149,8 +159,7 @@ public enum ServerInstance {
             try? await group.shutdownGracefully()
             return
         }
-        let loops = Array(group.makeIterator())
-        EventLoopFuture.andAllComplete(loops.map { $0.submit {} }, on: loops[0]).whenComplete { _ in
+        EventLoopFuture.andAllComplete(group.makeIterator().map { $0.submit {} }, on: group.next()).whenComplete { _ in
             spareLoops.keep(group, threads: threads)
         }
     }
