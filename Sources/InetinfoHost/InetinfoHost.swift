@@ -165,7 +165,10 @@ public enum InetinfoHost {
             .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup,
                   failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: ControlService(server: control, handler: handler)),
-            .init(service: StatusReporter(supervisor: supervisor, notifier: notifier, logger: logger)),
+            // Its updates end when the supervisor's run does: that end is expected, and must not race the
+            // supervisor's escalation to be the group's error (exit 1 instead of 70).
+            .init(service: StatusReporter(supervisor: supervisor, notifier: notifier, logger: logger),
+                  successTerminationBehavior: .ignore),
             .init(service: quarantine),
         ]
         if handlesSignals {

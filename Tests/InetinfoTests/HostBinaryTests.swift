@@ -109,6 +109,27 @@ import Testing
         }
     }
 
+    /// Exit status 70 is the contract for an escalation (systemd logs `status=70/SOFTWARE`), whatever
+    /// else ends at the same moment: with HTTP clients busy, the status reporter (whose updates end with
+    /// the supervisor) once ended the group first, and the host exited 1.
+    @Test func escalationEndsTheHostWithStatus70WhileServing() async throws {
+        for round in 1...12 {
+            try await withHost(["--enable-fault-injection", "--set", "smtp.max-restarts=0",
+                                "--set", "smtp.on-max-restarts=escalate"]) { host in
+            let status = try await host.waitUntilRunning()
+            let httpPort = try host.port(of: "http", in: status)
+            let page = try TCPTestSocket.httpGet(port: httpPort)
+            let clients = LoadClients()
+            clients.startHTTP(clients: 2, port: httpPort, files: ["/": page.body])
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try host.ctl(["crash", "smtp", "--mode", "throw"]).status == 0)
+            let (exit, reason) = try await host.waitForExit()
+            await clients.stop()
+            #expect(reason == .exit && exit == 70, "round \(round): \(reason) \(exit); log:\n\(host.log.suffix(2000))")
+            }
+        }
+    }
+
     @Test func crashIsRefusedWithoutFaultInjectionAndOnAStoppedService() async throws {
         try await withHost { host in
         _ = try await host.waitUntilRunning()
