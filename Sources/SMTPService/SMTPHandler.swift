@@ -5,7 +5,8 @@ import NIOPosix
 import Supervision
 
 /// The I/O edge of an SMTP session: feeds received bytes to ``SMTPSession`` and carries out its actions
-/// (replies, spooling, commits on the commit pool, closing). Pipelined commands are answered in order.
+/// (replies, spooling, commits — through the journal's writer thread, or the direct way on the commit
+/// pool — and closing). Pipelined commands are answered in order.
 ///
 /// Memory per session is bounded both ways. While a message is being committed the channel stops
 /// reading, so input never piles up. And replies are produced only as fast as the client reads them:
@@ -258,14 +259,19 @@ final class SMTPHandler: ChannelInboundHandler {
         updateReading(context: context)
         let writer = environment.writer
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let (journal, pool, logger) = (environment.journal, environment.commitPool, environment.logger)
-        environment.commitPool.runIfActive(eventLoop: context.eventLoop) {
-            guard let journal else { return try writer.commit(finished) }
-            try writer.commit(finished, through: journal, deliveringOn: pool) { error in
+        let logger = environment.logger
+        let committed: EventLoopFuture<Void>
+        if let journal = environment.journal {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            writer.commit(finished, through: journal, deliveringOn: environment.commitPool, completing: promise) { error in
                 // Acknowledged and safe in the journal: the checkpointer retries until it succeeds.
                 logger.error("delivery into the Maildir failed; retrying", metadata: ["id": "\(id)", "error": "\(error)"])
             }
-        }.whenComplete { result in
+            committed = promise.futureResult
+        } else {
+            committed = environment.commitPool.runIfActive(eventLoop: context.eventLoop) { try writer.commit(finished) }
+        }
+        committed.whenComplete { result in
             let (handler, context) = loopBound.value
             switch result {
             case .success: handler.finishDelivery(.delivered(id: id), context: context)

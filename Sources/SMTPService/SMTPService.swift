@@ -9,7 +9,8 @@ public struct SMTPService: HostedService {
     public let name = "smtp"
     let settings: SMTPSettings
     let writer: MaildirWriter
-    /// Commits (fsync, link, directory fsync) run here, many at once: concurrent sessions' fsyncs are in
+    /// Direct commits (fsync, link, directory fsync) and, with the journal, the deliveries behind the 250 run
+    /// here, many at once: concurrent sessions' fsyncs are in
     /// flight together (a journaling file system merges them into one commit; without a journal the device
     /// still queues them together) instead of waiting behind each other on one thread, and concurrent
     /// commits into one Maildir share their directory fsyncs (``DirectorySyncer``).

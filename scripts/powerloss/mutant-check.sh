@@ -6,20 +6,22 @@
 # that binary (INETINFO_BINARY) and requires it to FAIL with acknowledged mail lost or partial.
 #
 #   scripts/powerloss/mutant-check.sh [POWERLOSS_MUTANT_SKIP_NEW_FSYNC|POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC|
-#                                      POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC ...]
+#                                      POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC|POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH ...]
 #
-# Default: all three mutants. MUTANT_CUTS sets the cuts per run (16). Needs root and FUSE, like the suite.
+# Default: all four mutants (the last acknowledges a journal record without its fdatasync). MUTANT_CUTS sets the cuts per run (16). Needs root and FUSE, like the suite.
 # The mutant build is a separate debug build of everything (~3-5 min the first time, kept in
 # .build-mutant-<name> afterwards). scripts/test.sh runs this when INETINFO_MUTANT_CHECK=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mutants=("$@")
-[ ${#mutants[@]} -gt 0 ] || mutants=(POWERLOSS_MUTANT_SKIP_NEW_FSYNC POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC)
+[ ${#mutants[@]} -gt 0 ] || mutants=(POWERLOSS_MUTANT_SKIP_NEW_FSYNC POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC
+                                POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH)
 swift build --build-tests >/dev/null  # the suite itself comes from the real build
 failures=0
 for mutant in "${mutants[@]}"; do
     case "$mutant" in
-        POWERLOSS_MUTANT_SKIP_NEW_FSYNC|POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC|POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC) ;;
+        POWERLOSS_MUTANT_SKIP_NEW_FSYNC|POWERLOSS_MUTANT_SKIP_SPOOL_FSYNC|POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC|\
+        POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH) ;;
         *) echo "unknown mutant $mutant" >&2; exit 2 ;;
     esac
     scratch=".build-mutant-${mutant#POWERLOSS_MUTANT_}"

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import NIOCore
 import NIOPosix
 
 /// The Maildir side of the journal (`smtp.commit = journal`): committing through it, delivering behind the
@@ -7,43 +8,52 @@ import NIOPosix
 extension MaildirWriter {
     func createServiceFolder(_ folder: String) throws { try mailboxes.createHidden(folder) }
 
-    /// Commits a finished spool through `journal`: returns once its record is durable (then the client is
-    /// told 250) and leaves its delivery into the Maildirs to `pool`. A message the journal cannot take
-    /// (too large for it, or the journal broken by an earlier failure) is committed the direct way
-    /// (``commit(_:)``). Throws ``MailJournal/JournalError/full`` when no space came free in time, and any
-    /// write or flush error: nothing is then acknowledged.
+    /// Commits a finished spool through `journal`: `promise` succeeds once its record is durable (then the
+    /// client is told 250), and its delivery into the Maildirs is left to `pool`. Nothing here blocks: the
+    /// journal's writer thread completes the commit. A message the journal cannot take (too large for it,
+    /// or the journal broken by an earlier failure) is committed the direct way (``commit(_:)``) on `pool`.
+    /// Fails with ``MailJournal/JournalError/full`` when no space came free in time, and with any write or
+    /// flush error: nothing is then acknowledged.
     func commit(_ spool: MessageSpool.Finished, through journal: MailJournal, deliveringOn pool: NIOThreadPool,
-                onDeliveryError: @escaping @Sendable (any Error) -> Void) throws {
+                completing promise: EventLoopPromise<Void>, onDeliveryError: @escaping @Sendable (any Error) -> Void) {
         let relative = spool.mailboxes.map { String($0.dropFirst(root.count + 1)) }
-        let metadata = JournalFormat.Metadata(name: spool.name, mailboxes: relative)
         // A name the replay would refuse (nothing the SMTP engine accepts today) goes the direct way.
         guard relative.count <= Int(UInt16.max), spool.mailboxes.allSatisfy({ $0.hasPrefix(root + "/") }),
               JournalFormat.isSafeComponent(spool.name), relative.allSatisfy(JournalFormat.isSafeMailbox)
-        else { return try commit(spool) }
-        let sequence: UInt64
-        do {
-            sequence = try journal.append(metadata, contentFile: spool.fd, contentLength: spool.length, contentCRC: spool.crc)
-        } catch MailJournal.JournalError.tooLarge, MailJournal.JournalError.broken {
-            return try commit(spool)
-        } catch {
-            abandon(spool)
-            throw error
-        }
-        do {
-            try journal.waitDurable(sequence)
-        } catch {
-            // The record may still reach the disk and be replayed: the client's retry would then make a
-            // second copy. Delivering twice is what SMTP allows (RFC 5321 §6.1); losing it is not.
-            abandon(spool)
-            throw error
-        }
-        pool.submit { _ in
-            do {
-                journal.delivered(sequence, directories: try self.deliverSpooled(spool))
-            } catch {
-                onDeliveryError(error)
-                journal.deliveryFailed(sequence) { try self.deliverSpooled(spool) }
+        else { return commitDirect(spool, on: pool, completing: promise) }
+        journal.commit(JournalFormat.Metadata(name: spool.name, mailboxes: relative), contentFile: spool.fd,
+                       contentLength: spool.length, contentCRC: spool.crc) { result in
+            switch result {
+            case .success(let sequence):
+                promise.succeed(())
+                pool.submit { _ in
+                    do {
+                        journal.delivered(sequence, directories: try self.deliverSpooled(spool))
+                    } catch {
+                        onDeliveryError(error)
+                        journal.deliveryFailed(sequence) { try self.deliverSpooled(spool) }
+                    }
+                }
+            case .failure(.tooLarge), .failure(.broken):
+                self.commitDirect(spool, on: pool, completing: promise)
+            case .failure(let error):
+                // A record whose flush failed may still reach the disk and be replayed: the client's retry
+                // would then make a second copy. Delivering twice is what SMTP allows (RFC 5321 §6.1);
+                // losing it is not.
+                self.abandon(spool)
+                promise.fail(error)
             }
+        }
+    }
+
+    /// ``commit(_:)`` on `pool`: it blocks on two fsyncs.
+    private func commitDirect(_ spool: MessageSpool.Finished, on pool: NIOThreadPool, completing promise: EventLoopPromise<Void>) {
+        pool.submit { state in
+            guard case .active = state else {
+                self.abandon(spool)
+                return promise.fail(NIOThreadPoolError.ThreadPoolInactive())
+            }
+            promise.completeWith(Result { try self.commit(spool) })
         }
     }
 

@@ -8,14 +8,13 @@ import Logging
 /// returned; its delivery into the Maildirs follows, and a checkpoint later frees its space.
 ///
 /// Contract:
-/// - ``append(_:contentFile:contentLength:contentCRC:)`` writes one record; appends are serialized, so
-///   the records written always form a prefix of the sequence, and a flush covers a prefix: a record can
-///   be acknowledged only if every earlier one is as durable as it.
-/// - ``waitDurable(_:)`` returns once a flush covering the record has succeeded. One flush serves every
-///   commit waiting when it starts (group commit); the ones arriving meanwhile share the next.
-/// - A failed write or flush breaks the journal: every commit not yet durable fails (451), and so do later
-///   ones (``JournalError/broken``); after a failed `fdatasync` the kernel may have dropped the pages,
-///   so a later successful one proves nothing. The next start replays what is on the disk.
+/// - ``commit(_:contentFile:contentLength:contentCRC:completion:)`` queues a record; the journal's writer
+///   thread appends the queued records in order, so the records written always form a prefix of the
+///   sequence, then runs one `fdatasync` for all of them (group commit: the commits arriving meanwhile
+///   share the next) and only then completes each with its sequence number. No thread waits per commit.
+/// - A failed write or flush breaks the journal: every commit not yet durable fails (451), and later ones
+///   get ``JournalError/broken`` (they go the direct way); after a failed `fdatasync` the kernel may have
+///   dropped the pages, so a later successful one proves nothing. The next start replays what is on the disk.
 /// - Deliveries are reported with ``delivered(_:directories:)``; the checkpointer thread fsyncs the
 ///   `new/` folders of the delivered prefix of records, then writes a checkpoint slot and flushes it. Only
 ///   then is their space reused. A failed delivery is retried by the checkpointer until it succeeds; until
@@ -26,8 +25,11 @@ final class MailJournal: @unchecked Sendable {
     enum JournalError: Error, CustomStringConvertible {
         /// No space came free within the wait: the checkpoint is behind (deliveries failing).
         case full
-        /// A write or flush failed before; nothing more is acknowledged through this journal.
+        /// A write or flush failed before this record was written (or the journal is closed): nothing more
+        /// is acknowledged through this journal, and the message may go the direct way.
         case broken(MaildirError)
+        /// The record was written but the flush that was to cover it failed: nothing is acknowledged.
+        case notDurable(MaildirError)
         /// The record would take more than a quarter of the ring: the message goes the direct way.
         case tooLarge
 
@@ -35,6 +37,7 @@ final class MailJournal: @unchecked Sendable {
             switch self {
             case .full: "the journal is full"
             case .broken(let error): "the journal is unusable since \(error)"
+            case .notDurable(let error): "the journal's flush failed: \(error)"
             case .tooLarge: "the message is too large for the journal"
             }
         }
@@ -42,6 +45,19 @@ final class MailJournal: @unchecked Sendable {
 
     /// A delivery that the checkpointer runs again (it failed before): returns the `new/` folders it linked into.
     typealias Delivery = @Sendable () throws -> [String]
+    /// Learns, on the writer thread, that a record is durable (its sequence number) or why it is not.
+    typealias Completion = @Sendable (Result<UInt64, JournalError>) -> Void
+
+    /// A commit waiting for the writer thread.
+    private struct Request {
+        var metadata: JournalFormat.Metadata
+        var contentFile: Int32
+        var contentLength: UInt64
+        var contentCRC: UInt32
+        /// Space is waited for until then, from the moment the commit was queued.
+        var deadline: Date
+        var completion: Completion
+    }
 
     private struct Pending {
         /// Logical end of the record in the ring.
@@ -61,24 +77,28 @@ final class MailJournal: @unchecked Sendable {
     private let epoch: UInt64
     private let logger: Logger
 
-    /// Serializes writes into the ring (see the contract); taken before `state`, never inside it.
-    private let appendLock = NSLock()
-    // Guards everything below. Commits wait on it for their flush or for space, the checkpointer for work.
+    // Guards `queue`, `stopWriter` and `writerStopped`; the writer thread waits on it for work, ``close(checkpointing:)``
+    // for the writer to stop. Never taken inside `state`.
+    private let requests = NSCondition()
+    private var queue: [Request] = []
+    /// Set by ``close(checkpointing:)``: the writer finishes its batch, fails what is queued, and stops.
+    private var stopWriter = false
+    private var writerStopped = false
+
+    // Guards everything below. The writer thread waits on it for space, the checkpointer for work.
     private let state = NSCondition()
     private var nextSequence: UInt64
     /// Logical positions (they only grow; the file offset is `head size + position % capacity`).
     private var head: UInt64
     private var tail: UInt64
-    /// The last record written, and the last one a successful flush covers.
-    private var written: UInt64
-    private var durable: UInt64
-    private var flushing = false
     private var broken: MaildirError?
     private var pending: [UInt64: Pending] = [:]
     /// The last record a checkpoint covers.
     private var checkpointed: UInt64
     private var nextSlot = 1
     private var checkpointWanted = false
+    /// Set by ``close(checkpointing:)`` before it waits for the writer: a commit waiting for space gives up.
+    private var closing = false
     /// Set by ``close(checkpointing:)`` (to its argument); the checkpointer closes the file on its way out.
     private var closed: Bool?
     /// `fdatasync`, replaced in tests by one that fails.
@@ -97,58 +117,130 @@ final class MailJournal: @unchecked Sendable {
         capacity = checkpoint.fileSize - UInt64(JournalFormat.headSize)
         epoch = checkpoint.epoch
         nextSequence = checkpoint.nextSequence
-        written = checkpoint.nextSequence - 1
-        durable = written
-        checkpointed = written
+        checkpointed = checkpoint.nextSequence - 1
         head = checkpoint.offset - UInt64(JournalFormat.headSize)
         tail = head
-        let thread = Thread { [weak self] in self?.runCheckpoints() }
-        thread.name = "smtp-journal-checkpoint"
-        thread.start()
+        let writer = Thread { [weak self] in self?.runWriter() }
+        writer.name = "smtp-journal-writer"
+        writer.start()
+        let checkpointer = Thread { [weak self] in self?.runCheckpoints() }
+        checkpointer.name = "smtp-journal-checkpoint"
+        checkpointer.start()
     }
 
     /// Largest record the ring takes; a larger message is committed the direct way.
     var largestRecord: UInt64 { capacity / 4 }
 
-    /// Writes a message's record: the metadata, then `contentLength` bytes copied from `contentFile`
-    /// (from its start). Blocking; waits up to ``spaceWait`` for space. Returns the record's sequence number.
-    func append(_ metadata: JournalFormat.Metadata, contentFile: Int32, contentLength: UInt64, contentCRC: UInt32) throws -> UInt64 {
-        appendLock.lock()
-        defer { appendLock.unlock() }
-        var sequence: UInt64 = 0
+    /// Queues a message's record: the metadata, then `contentLength` bytes copied from `contentFile` (from
+    /// its start, which must stay open until `completion` has run). Returns at once; `completion` runs on
+    /// the writer thread once a flush covering the record has succeeded, or with why it will not be:
+    /// ``JournalError/tooLarge`` and ``JournalError/broken(_:)`` (not written: the direct way may take the
+    /// message), ``JournalError/full`` after ``spaceWait``, ``JournalError/notDurable(_:)``.
+    func commit(_ metadata: JournalFormat.Metadata, contentFile: Int32, contentLength: UInt64, contentCRC: UInt32,
+                completion: @escaping Completion) {
+        let request = Request(metadata: metadata, contentFile: contentFile, contentLength: contentLength, contentCRC: contentCRC,
+                              deadline: Date(timeIntervalSinceNow: spaceWait), completion: completion)
+        requests.lock()
+        guard !stopWriter else {
+            requests.unlock()
+            return completion(.failure(.broken(MaildirError(path: path, operation: "close", errno: EBADF))))
+        }
+        queue.append(request)
+        // Only the writer waits on `requests` for work.
+        if queue.count == 1 { requests.signal() }
+        requests.unlock()
+    }
+
+    // MARK: The writer
+
+    /// Takes what is queued, appends it, flushes once, completes: one flush per batch, however many
+    /// commits arrived during the previous one.
+    private func runWriter() {
+        while true {
+            requests.lock()
+            while queue.isEmpty, !stopWriter { requests.wait() }
+            if stopWriter {
+                let left = queue
+                queue = []
+                writerStopped = true
+                requests.broadcast()
+                requests.unlock()
+                let closed = MaildirError(path: path, operation: "close", errno: EBADF)
+                for request in left { request.completion(.failure(.broken(closed))) }
+                return
+            }
+            let batch = queue
+            queue = []
+            requests.unlock()
+            var written: [(sequence: UInt64, completion: Completion)] = []
+            for request in batch {
+                switch append(request, beforeWaiting: { flushBatch(completing: &written) }) {
+                case .success(let sequence): written.append((sequence, request.completion))
+                case .failure(let error): request.completion(.failure(error))
+                }
+            }
+            flushBatch(completing: &written)
+        }
+    }
+
+    /// Writes one record; if it has to wait for space, first flushes and completes what this batch wrote
+    /// (their checkpoint is what frees space later, not theirs to wait for).
+    private func append(_ request: Request, beforeWaiting: () -> Void) -> Result<UInt64, JournalError> {
+        let sequence: UInt64
         let recordHead: [UInt8]
         var wrapAt: UInt64?
         var start: UInt64 = 0
-        do {
-            state.lock()
-            defer { state.unlock() }
-            if let broken { throw JournalError.broken(broken) }
-            sequence = nextSequence
-            recordHead = JournalFormat.encodeRecordHead(kind: .message, epoch: epoch, sequence: sequence, metadata: metadata,
-                                                        contentLength: contentLength, contentCRC: contentCRC)
-            let (unpadded, overflow) = UInt64(recordHead.count).addingReportingOverflow(contentLength)
-            guard !overflow, unpadded <= largestRecord else { throw JournalError.tooLarge }
-            let length = (unpadded + 7) & ~7
-            let deadline = Date(timeIntervalSinceNow: spaceWait)
-            while true {
-                if let broken { throw JournalError.broken(broken) }
-                start = tail
-                let room = capacity - start % capacity
-                // A record never wraps around the end: it starts over at the beginning of the data area,
-                // behind a wrap marker when there is room for one (the reader jumps on its own otherwise).
-                if room < length { start += room }
-                if start + length - head <= capacity {
-                    wrapAt = start == tail ? nil : tail
-                    tail = start + length
-                    break
-                }
-                checkpointWanted = true
-                state.broadcast()
-                guard state.wait(until: deadline) else { throw JournalError.full }
-            }
-            nextSequence += 1
-            pending[sequence] = Pending(end: tail)
+        state.lock()
+        if let broken {
+            state.unlock()
+            return .failure(.broken(broken))
         }
+        sequence = nextSequence
+        recordHead = JournalFormat.encodeRecordHead(kind: .message, epoch: epoch, sequence: sequence, metadata: request.metadata,
+                                                    contentLength: request.contentLength, contentCRC: request.contentCRC)
+        let (unpadded, overflow) = UInt64(recordHead.count).addingReportingOverflow(request.contentLength)
+        guard !overflow, unpadded <= largestRecord else {
+            state.unlock()
+            return .failure(.tooLarge)
+        }
+        let length = (unpadded + 7) & ~7
+        var flushedBatch = false
+        while true {
+            if let broken {
+                state.unlock()
+                return .failure(.broken(broken))
+            }
+            if closing {
+                state.unlock()
+                return .failure(.broken(MaildirError(path: path, operation: "close", errno: EBADF)))
+            }
+            start = tail
+            let room = capacity - start % capacity
+            // A record never wraps around the end: it starts over at the beginning of the data area,
+            // behind a wrap marker when there is room for one (the reader jumps on its own otherwise).
+            if room < length { start += room }
+            if start + length - head <= capacity {
+                wrapAt = start == tail ? nil : tail
+                tail = start + length
+                break
+            }
+            checkpointWanted = true
+            state.broadcast()
+            if !flushedBatch {
+                flushedBatch = true
+                state.unlock()
+                beforeWaiting()
+                state.lock()
+                continue
+            }
+            guard state.wait(until: request.deadline) else {
+                state.unlock()
+                return .failure(.full)
+            }
+        }
+        nextSequence += 1
+        pending[sequence] = Pending(end: tail)
+        state.unlock()
         do {
             if let wrapAt, capacity - wrapAt % capacity >= UInt64(JournalFormat.recordHeaderSize) {
                 let marker = JournalFormat.encodeRecordHead(kind: .wrap, epoch: epoch, sequence: sequence, metadata: nil,
@@ -157,45 +249,43 @@ final class MailJournal: @unchecked Sendable {
             }
             let at = offset(of: start)
             try write(recordHead, at: at)
-            try copy(from: contentFile, length: contentLength, to: at + UInt64(recordHead.count))
+            try copy(from: request.contentFile, length: request.contentLength, to: at + UInt64(recordHead.count))
         } catch let error as MaildirError {
             // A hole in the sequence would end every later replay there: nothing more goes in.
             state.lock()
             pending[sequence] = nil
             breakJournal(error)
             state.unlock()
-            throw JournalError.broken(error)
+            return .failure(.broken(error))
+        } catch {
+            preconditionFailure("journal writes throw MaildirError only: \(error)")
         }
-        state.lock()
-        written = sequence
-        state.unlock()
-        return sequence
+        return .success(sequence)
     }
 
-    /// Returns once a flush that began after record `sequence` was written has succeeded (group commit).
-    func waitDurable(_ sequence: UInt64) throws {
+    /// One `fdatasync` for every record in `written`, then their completions (all succeed or all fail).
+    private func flushBatch(completing written: inout [(sequence: UInt64, completion: Completion)]) {
+        guard !written.isEmpty else { return }
+        // POWERLOSS_MUTANT_*: see MaildirWriter.commit; scripts/powerloss/mutant-check.sh only.
+        #if POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH
+        var failure: MaildirError? = nil
+        #else
+        var failure = self.flush(fd) == 0 ? nil : MaildirError(path: path, operation: "fdatasync", errno: errno)
+        #endif
         state.lock()
-        defer { state.unlock() }
-        while true {
-            if durable >= sequence { return }
-            if let broken { throw JournalError.broken(broken) }
-            if flushing {
-                state.wait()
-                continue
-            }
-            flushing = true
-            let target = written
-            state.unlock()
-            let failed = flush(fd) == 0 ? nil : MaildirError(path: path, operation: "fdatasync", errno: errno)
-            state.lock()
-            flushing = false
-            if let failed {
-                breakJournal(failed)
-            } else {
-                durable = max(durable, target)
-            }
-            state.broadcast()
+        if let failure {
+            breakJournal(failure)
+        } else if let broken {
+            // A later record's write failed after these were written: the journal takes nothing more, and
+            // these, though flushed, are answered the same way (the replay may still deliver them: a
+            // second copy is what SMTP allows, a lost one is not).
+            failure = broken
         }
+        state.unlock()
+        for (sequence, completion) in written {
+            completion(failure.map { .failure(.notDurable($0)) } ?? .success(sequence))
+        }
+        written.removeAll(keepingCapacity: true)
     }
 
     /// Record `sequence` is in every recipient's `new/` and its file is fsynced; `directories` are the
@@ -218,6 +308,17 @@ final class MailJournal: @unchecked Sendable {
     /// the file is left as a crash leaves it), and closes the file once it has stopped; commits fail from
     /// now on. A host exits without: its journal is closed by the exit. Returns when the file is closed.
     func close(checkpointing: Bool = true) {
+        // The writer first: the batch it is writing is flushed and answered (a record still waiting for
+        // space refused), what is queued refused.
+        state.lock()
+        closing = true
+        state.broadcast()
+        state.unlock()
+        requests.lock()
+        stopWriter = true
+        requests.broadcast()
+        while !writerStopped { requests.wait() }
+        requests.unlock()
         state.lock()
         defer { state.unlock() }
         if broken == nil { broken = MaildirError(path: path, operation: "close", errno: EBADF) }
@@ -255,7 +356,7 @@ final class MailJournal: @unchecked Sendable {
         while true {
             state.lock()
             let due = Date(timeIntervalSinceNow: checkpointInterval)
-            // Woken early by every flush and delivery (they share the condition): wait on until due.
+            // Woken early when the writer needs space (or on close); otherwise once per interval.
             while !checkpointWanted, closed == nil, state.wait(until: due) {}
             let finishing = closed
             checkpointWanted = false
