@@ -260,18 +260,16 @@ final class SMTPHandler: ChannelInboundHandler {
         let writer = environment.writer
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let logger = environment.logger
-        let committed: EventLoopFuture<Void>
+        let committed = context.eventLoop.makePromise(of: Void.self)
         if let journal = environment.journal {
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            writer.commit(finished, through: journal, deliveringOn: environment.commitPool, completing: promise) { error in
+            writer.commit(finished, through: journal, deliveringOn: environment.commitPool, completing: committed) { error in
                 // Acknowledged and safe in the journal: the checkpointer retries until it succeeds.
                 logger.error("delivery into the Maildir failed; retrying", metadata: ["id": "\(id)", "error": "\(error)"])
             }
-            committed = promise.futureResult
         } else {
-            committed = environment.commitPool.runIfActive(eventLoop: context.eventLoop) { try writer.commit(finished) }
+            writer.commitDirect(finished, on: environment.commitPool, completing: committed)
         }
-        committed.whenComplete { result in
+        committed.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
             switch result {
             case .success: handler.finishDelivery(.delivered(id: id), context: context)

@@ -9,11 +9,11 @@ public struct SMTPService: HostedService {
     public let name = "smtp"
     let settings: SMTPSettings
     let writer: MaildirWriter
-    /// Direct commits (fsync, link, directory fsync) and, with the journal, the deliveries behind the 250 run
-    /// here, many at once: concurrent sessions' fsyncs are in
-    /// flight together (a journaling file system merges them into one commit; without a journal the device
-    /// still queues them together) instead of waiting behind each other on one thread, and concurrent
-    /// commits into one Maildir share their directory fsyncs (``DirectorySyncer``).
+    /// Direct commits (fsync, link, directory fsync) and, with the journal, the deliveries behind the 250
+    /// run here, many at once: concurrent sessions' fsyncs are in flight together (a journaling file system
+    /// merges them into one commit; without a journal the device still queues them together) instead of
+    /// waiting behind each other on one thread, and concurrent commits into one Maildir share their
+    /// directory fsyncs (``DirectorySyncer``).
     let commitPool: NIOThreadPool
     let sessions: ConnectionLimiter
     let names: MaildirNames
@@ -88,8 +88,8 @@ public struct SMTPService: HostedService {
             }
         }
         // A graceful stop (a failure throws past this and leaves the journal to the next instance): every
-        // session has ended, so no commit is in flight; the journal is closed clean, and the next instance
-        // claims one again.
+        // session has ended; a commit still queued by one that disconnected is refused by the closing
+        // journal and goes the direct way. The journal is closed clean, and the next instance claims one again.
         if let open = journal.withLockedValue({ $0 }), (try? await commitPool.runIfActive({ open.finish(within: 3) })) != nil {
             journal.withLockedValue { $0 = nil }
         }

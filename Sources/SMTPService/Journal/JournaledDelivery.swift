@@ -26,7 +26,11 @@ extension MaildirWriter {
             switch result {
             case .success(let sequence):
                 promise.succeed(())
-                pool.submit { _ in
+                pool.submit { state in
+                    // A pool that stops runs this at once on the writer thread: leave it to the retries.
+                    guard case .active = state else {
+                        return journal.deliveryFailed(sequence) { try self.deliverSpooled(spool) }
+                    }
                     do {
                         journal.delivered(sequence, directories: try self.deliverSpooled(spool))
                     } catch {
@@ -46,8 +50,9 @@ extension MaildirWriter {
         }
     }
 
-    /// ``commit(_:)`` on `pool`: it blocks on two fsyncs.
-    private func commitDirect(_ spool: MessageSpool.Finished, on pool: NIOThreadPool, completing promise: EventLoopPromise<Void>) {
+    /// ``commit(_:)`` on `pool`: it blocks on two fsyncs. A pool that has stopped fails `promise` and
+    /// removes the spool.
+    func commitDirect(_ spool: MessageSpool.Finished, on pool: NIOThreadPool, completing promise: EventLoopPromise<Void>) {
         pool.submit { state in
             guard case .active = state else {
                 self.abandon(spool)

@@ -12,9 +12,11 @@ import Logging
 ///   thread appends the queued records in order, so the records written always form a prefix of the
 ///   sequence, then runs one `fdatasync` for all of them (group commit: the commits arriving meanwhile
 ///   share the next) and only then completes each with its sequence number. No thread waits per commit.
-/// - A failed write or flush breaks the journal: every commit not yet durable fails (451), and later ones
-///   get ``JournalError/broken`` (they go the direct way); after a failed `fdatasync` the kernel may have
-///   dropped the pages, so a later successful one proves nothing. The next start replays what is on the disk.
+/// - A failed write or flush breaks the journal: the commits whose flush failed get
+///   ``JournalError/notDurable(_:)`` (451: nothing of theirs is acknowledged); the record whose write
+///   failed, and every later one, get ``JournalError/broken(_:)`` (not acknowledged through the journal:
+///   the caller commits them the direct way). After a failed `fdatasync` the kernel may have dropped the
+///   pages, so a later successful one proves nothing. The next start replays what is on the disk.
 /// - Deliveries are reported with ``delivered(_:directories:)``; the checkpointer thread fsyncs the
 ///   `new/` folders of the delivered prefix of records, then writes a checkpoint slot and flushes it. Only
 ///   then is their space reused. A failed delivery is retried by the checkpointer until it succeeds; until
@@ -25,8 +27,9 @@ final class MailJournal: @unchecked Sendable {
     enum JournalError: Error, CustomStringConvertible {
         /// No space came free within the wait: the checkpoint is behind (deliveries failing).
         case full
-        /// A write or flush failed before this record was written (or the journal is closed): nothing more
-        /// is acknowledged through this journal, and the message may go the direct way.
+        /// The record was not written (its own write failed, or an earlier write or flush did, or the
+        /// journal is closing): nothing more is acknowledged through this journal; the message may go the
+        /// direct way.
         case broken(MaildirError)
         /// The record was written but the flush that was to cover it failed: nothing is acknowledged.
         case notDurable(MaildirError)
@@ -268,20 +271,17 @@ final class MailJournal: @unchecked Sendable {
         guard !written.isEmpty else { return }
         // POWERLOSS_MUTANT_*: see MaildirWriter.commit; scripts/powerloss/mutant-check.sh only.
         #if POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH
-        var failure: MaildirError? = nil
+        let failure: MaildirError? = nil
         #else
-        var failure = self.flush(fd) == 0 ? nil : MaildirError(path: path, operation: "fdatasync", errno: errno)
+        let failure = self.flush(fd) == 0 ? nil : MaildirError(path: path, operation: "fdatasync", errno: errno)
         #endif
-        state.lock()
+        // A later record's write may have failed meanwhile (the journal is broken): these were written
+        // before it and this flush began after them, so they are durable all the same, and acknowledged.
         if let failure {
+            state.lock()
             breakJournal(failure)
-        } else if let broken {
-            // A later record's write failed after these were written: the journal takes nothing more, and
-            // these, though flushed, are answered the same way (the replay may still deliver them: a
-            // second copy is what SMTP allows, a lost one is not).
-            failure = broken
+            state.unlock()
         }
-        state.unlock()
         for (sequence, completion) in written {
             completion(failure.map { .failure(.notDurable($0)) } ?? .success(sequence))
         }
@@ -304,12 +304,13 @@ final class MailJournal: @unchecked Sendable {
         state.unlock()
     }
 
-    /// Stops the checkpointer, after a last checkpoint of what was delivered if `checkpointing` (without,
-    /// the file is left as a crash leaves it), and closes the file once it has stopped; commits fail from
-    /// now on. A host exits without: its journal is closed by the exit. Returns when the file is closed.
+    /// Stops the writer, then the checkpointer, after a last checkpoint of what was delivered if
+    /// `checkpointing` (without, the file is left as a crash leaves it), and closes the file once both
+    /// have stopped. Commits get ``JournalError/broken(_:)`` from now on (they go the direct way). A host
+    /// exits without: its journal is closed by the exit. Returns when the file is closed.
     func close(checkpointing: Bool = true) {
-        // The writer first: the batch it is writing is flushed and answered (a record still waiting for
-        // space refused), what is queued refused.
+        // The writer first: what its batch has written is flushed and answered; the rest of the batch
+        // (from a record waiting for space on) and what is queued are refused.
         state.lock()
         closing = true
         state.broadcast()
