@@ -12,8 +12,9 @@ extension MaildirWriter {
     /// client is told 250), and its delivery into the Maildirs is left to `pool`. Nothing here blocks: the
     /// journal's writer thread completes the commit. A message the journal cannot take (too large for it,
     /// or the journal broken by an earlier failure) is committed the direct way (``commit(_:)``) on `pool`.
-    /// Fails with ``MailJournal/JournalError/full`` when no space came free in time, and with any write or
-    /// flush error: nothing is then acknowledged.
+    /// Fails with ``MailJournal/JournalError/full`` when no space came free in time, with
+    /// ``MailJournal/JournalError/notDurable(_:)`` when the flush failed, and with the direct way's errors:
+    /// nothing is then acknowledged.
     func commit(_ spool: MessageSpool.Finished, through journal: MailJournal, deliveringOn pool: NIOThreadPool,
                 completing promise: EventLoopPromise<Void>, onDeliveryError: @escaping @Sendable (any Error) -> Void) {
         let relative = spool.mailboxes.map { String($0.dropFirst(root.count + 1)) }
@@ -26,16 +27,15 @@ extension MaildirWriter {
             switch result {
             case .success(let sequence):
                 promise.succeed(())
+                let deliver: MailJournal.Delivery = { try self.deliverSpooled(spool) }
                 pool.submit { state in
                     // A pool that stops runs this at once on the writer thread: leave it to the retries.
-                    guard case .active = state else {
-                        return journal.deliveryFailed(sequence) { try self.deliverSpooled(spool) }
-                    }
+                    guard case .active = state else { return journal.deliveryFailed(sequence, retry: deliver) }
                     do {
-                        journal.delivered(sequence, directories: try self.deliverSpooled(spool))
+                        journal.delivered(sequence, directories: try deliver())
                     } catch {
                         onDeliveryError(error)
-                        journal.deliveryFailed(sequence) { try self.deliverSpooled(spool) }
+                        journal.deliveryFailed(sequence, retry: deliver)
                     }
                 }
             case .failure(.tooLarge), .failure(.broken):

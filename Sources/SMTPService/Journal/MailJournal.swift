@@ -134,6 +134,9 @@ final class MailJournal: @unchecked Sendable {
     /// Largest record the ring takes; a larger message is committed the direct way.
     var largestRecord: UInt64 { capacity / 4 }
 
+    /// Why a commit is refused once ``close(checkpointing:)`` has begun.
+    private var closedError: MaildirError { MaildirError(path: path, operation: "close", errno: EBADF) }
+
     /// Queues a message's record: the metadata, then `contentLength` bytes copied from `contentFile` (from
     /// its start, which must stay open until `completion` has run). Returns at once; `completion` runs on
     /// the writer thread once a flush covering the record has succeeded, or with why it will not be:
@@ -146,7 +149,7 @@ final class MailJournal: @unchecked Sendable {
         requests.lock()
         guard !stopWriter else {
             requests.unlock()
-            return completion(.failure(.broken(MaildirError(path: path, operation: "close", errno: EBADF))))
+            return completion(.failure(.broken(closedError)))
         }
         queue.append(request)
         // Only the writer waits on `requests` for work.
@@ -168,8 +171,7 @@ final class MailJournal: @unchecked Sendable {
                 writerStopped = true
                 requests.broadcast()
                 requests.unlock()
-                let closed = MaildirError(path: path, operation: "close", errno: EBADF)
-                for request in left { request.completion(.failure(.broken(closed))) }
+                for request in left { request.completion(.failure(.broken(closedError))) }
                 return
             }
             let batch = queue
@@ -215,7 +217,7 @@ final class MailJournal: @unchecked Sendable {
             }
             if closing {
                 state.unlock()
-                return .failure(.broken(MaildirError(path: path, operation: "close", errno: EBADF)))
+                return .failure(.broken(closedError))
             }
             start = tail
             let room = capacity - start % capacity
@@ -322,7 +324,7 @@ final class MailJournal: @unchecked Sendable {
         requests.unlock()
         state.lock()
         defer { state.unlock() }
-        if broken == nil { broken = MaildirError(path: path, operation: "close", errno: EBADF) }
+        if broken == nil { broken = closedError }
         closed = checkpointing
         checkpointWanted = true
         state.broadcast()
