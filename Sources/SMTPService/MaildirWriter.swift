@@ -13,7 +13,8 @@ import NIOCore
 /// fails, the links already made are removed again: `new/` never holds a message whose client was told
 /// it was not accepted, and never a partial one.
 ///
-/// Every durable step is an fsync of the file or directory concerned, never sync(2) or syncfs(2).
+/// Every durable step here is an fsync of the file or directory concerned, never sync(2) or syncfs(2)
+/// (only the journal's checkpoint, behind the 250s, uses syncfs: ``MailJournal``).
 public struct MaildirWriter: Sendable {
     public let root: String
     /// Where messages are received before they commit: on the same file system as every Maildir, so

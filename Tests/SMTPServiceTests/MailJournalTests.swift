@@ -238,6 +238,47 @@ import Testing
         }
     }
 
+    /// Where the checkpoint makes deliveries durable with one `syncfs`, a failed one stops checkpoints: the
+    /// records stay, later messages go the direct way, a clean close writes no checkpoint, and the next
+    /// start delivers again what the failed write-back may have lost.
+    @Test func aFailedSyncFSKeepsTheRecordsForTheNextStart() throws {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        defer { try? pool.syncShutdownGracefully() }
+        let syncs = NIOLockedValueBox(0)
+        try withRoot { writer in
+            let journal = try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger, syncFileSystem: { _ in
+                syncs.withLockedValue { $0 += 1 }
+                errno = EIO
+                return -1
+            })
+            #expect(journal.syncsFileSystem)
+            var contents: [String: [UInt8]] = [:]
+            for number in 1...5 {
+                let (finished, content) = try spool(writer, number, to: ["bob@localhost"])
+                try commit(writer, finished, through: journal, pool: pool) { Issue.record("delivery failed: \($0)") }
+                contents[finished.name] = content
+            }
+            let deadline = Date(timeIntervalSinceNow: 10)
+            while syncs.withLockedValue({ $0 }) == 0 || delivered(writer, "bob").count < 5, Date() < deadline { usleep(10_000) }
+            usleep(300_000)
+            #expect(syncs.withLockedValue { $0 } == 1, "no syncfs after the failed one")
+            #expect(journal.uncheckpointed == 5, "nothing checkpointed past a failed syncfs")
+            // The journal is broken: the next message is committed the direct way, in new/ before the 250.
+            let (direct, directContent) = try spool(writer, 6, to: ["bob@localhost"])
+            try commit(writer, direct, through: journal, pool: pool)
+            contents[direct.name] = directContent
+            #expect(delivered(writer, "bob") == contents)
+            journal.close()
+            // What the failed write-back lost: the next start writes it again from the journal.
+            let lost = contents.keys.sorted()[0]
+            #expect(unlink("\(writer.root)/localhost/bob/new/\(lost)") == 0)
+            let replayed = try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger)
+            replayed.close()
+            #expect(delivered(writer, "bob") == contents)
+        }
+    }
+
     /// Deliveries that keep failing hold the checkpoint back: the ring fills and commits get `full` (452)
     /// after the wait; once the obstacle is gone the retries deliver everything and commits go through.
     @Test func aFullJournalRefusesThenRecovers() throws {

@@ -24,7 +24,8 @@ enum JournalClaim {
     }
 
     static func claim(writer: MaildirWriter, size: UInt64, logger: Logger, spaceWait: TimeInterval = 5,
-                      flush: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }) throws -> MailJournal {
+                      flush: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) },
+                      syncFileSystem: (@Sendable (Int32) -> Int32)? = nil) throws -> MailJournal {
         let directory = writer.journalDirectory
         try writer.createServiceFolder(directory)
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
@@ -72,7 +73,7 @@ enum JournalClaim {
         }
         guard let claimed else { throw Damaged(path: directory, reason: "no journal file could be claimed (\(maxFiles) in use)") }
         return MailJournal(path: claimed.path, fd: claimed.fd, checkpoint: claimed.checkpoint, logger: logger, spaceWait: spaceWait,
-                           flush: flush)
+                           flush: flush, syncFileSystem: syncFileSystem)
     }
 
     /// Replays the journal open at `fd` (locked), then writes a checkpoint of a new epoch after what it

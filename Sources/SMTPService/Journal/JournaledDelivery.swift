@@ -27,7 +27,8 @@ extension MaildirWriter {
             switch result {
             case .success(let sequence):
                 promise.succeed(())
-                let deliver: MailJournal.Delivery = { try self.deliverSpooled(spool) }
+                let fsyncsFile = !journal.syncsFileSystem
+                let deliver: MailJournal.Delivery = { try self.deliverSpooled(spool, fsyncingFile: fsyncsFile) }
                 pool.submit { state in
                     // A pool that stops runs this at once on the writer thread: leave it to the retries.
                     guard case .active = state else { return journal.deliveryFailed(sequence, retry: deliver) }
@@ -68,9 +69,10 @@ extension MaildirWriter {
     }
 
     /// Behind the 250: links the spooled message into every recipient's `new/` (where it shows at once),
-    /// fsyncs the file, and removes the spool name. The `new/` folders returned are fsynced by the
-    /// journal's checkpoint. Safe to run again after a failure.
-    func deliverSpooled(_ spool: MessageSpool.Finished) throws -> [String] {
+    /// fsyncs the file if `fsyncingFile` (otherwise the checkpoint's `syncfs` covers it), and removes the
+    /// spool name. The `new/` folders returned are made durable by the journal's checkpoint. Safe to run
+    /// again after a failure.
+    func deliverSpooled(_ spool: MessageSpool.Finished, fsyncingFile: Bool) throws -> [String] {
         for mailbox in spool.mailboxes {
             try mailboxes.makeDurable(mailbox)
             let target = "\(mailbox)/new/\(spool.name)"
@@ -84,7 +86,7 @@ extension MaildirWriter {
                 else { throw MaildirError(path: target, operation: "link", errno: code) }
             }
         }
-        guard fsync(spool.fd) == 0 else { throw MaildirError(path: spool.path, operation: "fsync", errno: errno) }
+        if fsyncingFile, fsync(spool.fd) != 0 { throw MaildirError(path: spool.path, operation: "fsync", errno: errno) }
         close(spool.fd)
         unlink(spool.path)
         return spool.mailboxes.map { "\($0)/new" }

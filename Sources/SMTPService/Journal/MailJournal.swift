@@ -17,9 +17,14 @@ import Logging
 ///   failed, and every later one, get ``JournalError/broken(_:)`` (not acknowledged through the journal:
 ///   the caller commits them the direct way). After a failed `fdatasync` the kernel may have dropped the
 ///   pages, so a later successful one proves nothing. The next start replays what is on the disk.
-/// - Deliveries are reported with ``delivered(_:directories:)``; the checkpointer thread fsyncs the
-///   `new/` folders of the delivered prefix of records, then writes a checkpoint slot and flushes it. Only
-///   then is their space reused. A failed delivery is retried by the checkpointer until it succeeds; until
+/// - Deliveries are reported with ``delivered(_:directories:)``; the checkpointer thread makes the
+///   delivered prefix of records durable in the Maildirs, then writes a checkpoint slot and flushes it.
+///   Only then is their space reused. On a local file system that honours `syncfs(2)`
+///   (``syncsFileSystem``) that is one `syncfs` for every file and folder delivered since the last
+///   checkpoint (the deliveries fsync nothing); elsewhere (FUSE, network file systems: `syncfs` may not
+///   reach the storage) each delivery fsyncs its file and the checkpoint fsyncs the `new/` folders. A
+///   failed `syncfs` stops checkpoints and breaks the journal for this process (its error is reported once:
+///   a later `syncfs` would prove nothing); the next start replays and fsyncs what is left. A failed delivery is retried by the checkpointer until it succeeds; until
 ///   then the journal fills and, past ``spaceWait``, commits get ``JournalError/full`` (452).
 /// - The file is one process's alone: it holds an exclusive `flock` for as long as it is open, and a
 ///   journal whose owner died is replayed by the next instance that claims files (``MailJournalSet``).
@@ -106,12 +111,22 @@ final class MailJournal: @unchecked Sendable {
     private var closed: Bool?
     /// `fdatasync`, replaced in tests by one that fails.
     private let flush: @Sendable (Int32) -> Int32
+    /// Whether a checkpoint makes deliveries durable with one `syncfs` of the journal's file system
+    /// instead of an fsync per file and folder (decided once, from the file system's type).
+    let syncsFileSystem: Bool
+    /// `syncfs`, replaced in tests by one that fails.
+    private let syncFileSystem: @Sendable (Int32) -> Int32
+    /// Set when a `syncfs` failed: no checkpoint is written again by this process.
+    private var checkpointsStopped = false
 
     /// Takes over an opened, locked, replayed journal file: the next record goes at `checkpoint`.
     init(path: String, fd: Int32, checkpoint: JournalFormat.Checkpoint, logger: Logger,
-         spaceWait: TimeInterval = 5, checkpointInterval: TimeInterval = 0.1, flush: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) }) {
+         spaceWait: TimeInterval = 5, checkpointInterval: TimeInterval = 0.1, flush: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) },
+         syncFileSystem: (@Sendable (Int32) -> Int32)? = nil) {
         self.path = path
         self.flush = flush
+        syncsFileSystem = syncFileSystem != nil || Self.honoursSyncFS(fd)
+        self.syncFileSystem = syncFileSystem ?? { inetinfo_syncfs($0) }
         self.fd = fd
         self.logger = logger
         self.spaceWait = spaceWait
@@ -290,8 +305,8 @@ final class MailJournal: @unchecked Sendable {
         written.removeAll(keepingCapacity: true)
     }
 
-    /// Record `sequence` is in every recipient's `new/` and its file is fsynced; `directories` are the
-    /// `new/` folders still to be fsynced before a checkpoint may cover it.
+    /// Record `sequence` is in every recipient's `new/` (its file fsynced unless ``syncsFileSystem``);
+    /// `directories` are the `new/` folders still to be fsynced before a checkpoint may cover it.
     func delivered(_ sequence: UInt64, directories: [String]) {
         state.lock()
         pending[sequence]?.directories = directories
@@ -407,13 +422,28 @@ final class MailJournal: @unchecked Sendable {
             directories.formUnion(delivered)
         }
         // A journal closed on purpose still records what was delivered; a broken one writes nothing more.
-        let canWrite = broken == nil || closed == true
+        let canWrite = (broken == nil || closed == true) && !checkpointsStopped
         state.unlock()
         guard last > checkpointed, canWrite else { return }
+        if syncsFileSystem {
+            // Every file linked and every folder written since the last checkpoint, in one call (and
+            // whatever else is dirty on the file system: a checkpoint may wait for it; a 250 never does).
+            guard syncFileSystem(fd) == 0 else {
+                let error = MaildirError(path: path, operation: "syncfs", errno: errno)
+                // Its records stay in the journal, for the next start to replay and fsync one by one.
+                state.lock()
+                checkpointsStopped = true
+                breakJournal(error)
+                state.unlock()
+                return
+            }
+        }
         do {
             // POWERLOSS_MUTANT_*: see MaildirWriter.commit; scripts/powerloss/mutant-check.sh only.
             #if !POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC
-            for directory in directories.sorted() { try MaildirWriter.syncDirectory(directory) }
+            if !syncsFileSystem {
+                for directory in directories.sorted() { try MaildirWriter.syncDirectory(directory) }
+            }
             #endif
             let slot = JournalFormat.encode(JournalFormat.Checkpoint(epoch: epoch, nextSequence: last + 1, offset: offset(of: end),
                                                                      fileSize: fileSize))
@@ -434,6 +464,15 @@ final class MailJournal: @unchecked Sendable {
     }
 
     // MARK: File access
+
+    /// Local file systems whose `syncfs(2)` writes back every dirty file and folder and flushes the
+    /// device, reporting a write-back error (Linux ≥ 5.8). FUSE does not pass `syncfs` on to its server
+    /// (so the power-loss model, a FUSE file system, sees per-file fsyncs), nor is it known to reach the
+    /// server of a network file system.
+    private static func honoursSyncFS(_ fd: Int32) -> Bool {
+        let ext4: Int64 = 0xEF53, xfs: Int64 = 0x5846_5342, btrfs: Int64 = 0x9123_683E, tmpfs: Int64 = 0x0102_1994
+        return [ext4, xfs, btrfs, tmpfs].contains(inetinfo_file_system_type(fd))
+    }
 
     private func breakJournal(_ error: MaildirError) {
         guard broken == nil else { return }
