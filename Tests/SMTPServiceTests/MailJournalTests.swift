@@ -1,3 +1,4 @@
+import CJournal
 import Foundation
 import Glibc
 import Logging
@@ -236,6 +237,21 @@ import Testing
             #expect(delivered(writer, "bob") == [second.name: content])
             journal.close(checkpointing: false)
         }
+    }
+
+    /// A journal claimed as the service claims it (before any message made the spool folder) on a local
+    /// file system checkpoints with `syncfs`; elsewhere with per-file fsyncs.
+    @Test func aJournalOnALocalFileSystemCheckpointsWithSyncFS() throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let writer = MaildirWriter(root: state + "/mail", hostName: "mx.test")
+        let journal = try JournalClaim.claim(writer: writer, size: 1 << 20, logger: logger)
+        defer { journal.close() }
+        let fd = open(writer.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { close(fd) }
+        let local: [Int64] = [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994]
+        #expect(journal.syncsFileSystem == local.contains(inetinfo_file_system_type(fd)))
     }
 
     /// Where the checkpoint makes deliveries durable with one `syncfs`, a failed one stops checkpoints: the

@@ -73,7 +73,7 @@ enum JournalClaim {
         }
         guard let claimed else { throw Damaged(path: directory, reason: "no journal file could be claimed (\(maxFiles) in use)") }
         return MailJournal(path: claimed.path, fd: claimed.fd, checkpoint: claimed.checkpoint, logger: logger, spaceWait: spaceWait,
-                           flush: flush, syncFileSystem: syncFileSystem)
+                           flush: flush, syncFileSystem: syncFileSystem, mailFolders: [writer.root])
     }
 
     /// Replays the journal open at `fd` (locked), then writes a checkpoint of a new epoch after what it

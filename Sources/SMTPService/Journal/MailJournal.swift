@@ -23,9 +23,10 @@ import Logging
 ///   (``syncsFileSystem``) that is one `syncfs` for every file and folder delivered since the last
 ///   checkpoint (the deliveries fsync nothing); elsewhere (FUSE, network file systems: `syncfs` may not
 ///   reach the storage) each delivery fsyncs its file and the checkpoint fsyncs the `new/` folders. A
-///   failed `syncfs` stops checkpoints and breaks the journal for this process (its error is reported once:
-///   a later `syncfs` would prove nothing); the next start replays and fsyncs what is left. A failed delivery is retried by the checkpointer until it succeeds; until
-///   then the journal fills and, past ``spaceWait``, commits get ``JournalError/full`` (452).
+///   failed `syncfs` stops checkpoints and breaks the journal for this process (its error is reported
+///   once: a later `syncfs` would prove nothing); the next start replays and fsyncs what is left.
+/// - A failed delivery is retried by the checkpointer until it succeeds; until then the journal fills
+///   and, past ``spaceWait``, commits get ``JournalError/full`` (452).
 /// - The file is one process's alone: it holds an exclusive `flock` for as long as it is open, and a
 ///   journal whose owner died is replayed by the next instance that claims files (``MailJournalSet``).
 final class MailJournal: @unchecked Sendable {
@@ -122,10 +123,10 @@ final class MailJournal: @unchecked Sendable {
     /// Takes over an opened, locked, replayed journal file: the next record goes at `checkpoint`.
     init(path: String, fd: Int32, checkpoint: JournalFormat.Checkpoint, logger: Logger,
          spaceWait: TimeInterval = 5, checkpointInterval: TimeInterval = 0.1, flush: @escaping @Sendable (Int32) -> Int32 = { fdatasync($0) },
-         syncFileSystem: (@Sendable (Int32) -> Int32)? = nil) {
+         syncFileSystem: (@Sendable (Int32) -> Int32)? = nil, mailFolders: [String] = []) {
         self.path = path
         self.flush = flush
-        syncsFileSystem = syncFileSystem != nil || Self.honoursSyncFS(fd)
+        syncsFileSystem = syncFileSystem != nil || Self.honoursSyncFS(fd, sharedWith: mailFolders)
         self.syncFileSystem = syncFileSystem ?? { inetinfo_syncfs($0) }
         self.fd = fd
         self.logger = logger
@@ -465,13 +466,20 @@ final class MailJournal: @unchecked Sendable {
 
     // MARK: File access
 
-    /// Local file systems whose `syncfs(2)` writes back every dirty file and folder and flushes the
-    /// device, reporting a write-back error (Linux ≥ 5.8). FUSE does not pass `syncfs` on to its server
-    /// (so the power-loss model, a FUSE file system, sees per-file fsyncs), nor is it known to reach the
-    /// server of a network file system.
-    private static func honoursSyncFS(_ fd: Int32) -> Bool {
+    /// Whether the journal's file system is a local one whose `syncfs(2)` writes back every dirty file and
+    /// folder and flushes the device, reporting a write-back error (Linux ≥ 5.8), and `folders` (where
+    /// messages are delivered) are on it too. FUSE does not pass `syncfs` on to its server (so the
+    /// power-loss model, a FUSE file system, sees per-file fsyncs), nor is it known to reach the server of
+    /// a network file system.
+    private static func honoursSyncFS(_ fd: Int32, sharedWith folders: [String]) -> Bool {
         let ext4: Int64 = 0xEF53, xfs: Int64 = 0x5846_5342, btrfs: Int64 = 0x9123_683E, tmpfs: Int64 = 0x0102_1994
-        return [ext4, xfs, btrfs, tmpfs].contains(inetinfo_file_system_type(fd))
+        guard [ext4, xfs, btrfs, tmpfs].contains(inetinfo_file_system_type(fd)) else { return false }
+        var journal = stat()
+        guard fstat(fd, &journal) == 0 else { return false }
+        return folders.allSatisfy { folder in
+            var info = stat()
+            return stat(folder, &info) == 0 && info.st_dev == journal.st_dev
+        }
     }
 
     private func breakJournal(_ error: MaildirError) {
