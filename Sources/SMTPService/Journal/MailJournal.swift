@@ -431,11 +431,14 @@ final class MailJournal: @unchecked Sendable {
             // whatever else is dirty on the file system: a checkpoint may wait for it; a 250 never does).
             guard syncFileSystem(fd) == 0 else {
                 let error = MaildirError(path: path, operation: "syncfs", errno: errno)
-                // Its records stay in the journal, for the next start to replay and fsync one by one.
+                // Its records stay in the journal, for the next start to replay and fsync one by one. Logged
+                // here: on the way to close, the journal is already marked broken (closing).
                 state.lock()
                 checkpointsStopped = true
-                breakJournal(error)
+                if broken == nil { broken = error }
                 state.unlock()
+                logger.critical("journal: syncfs failed; no checkpoint until the next start, which replays what is left; later messages are committed the direct way",
+                                metadata: ["journal": "\(path)", "error": "\(error)"])
                 return
             }
         }
@@ -467,13 +470,14 @@ final class MailJournal: @unchecked Sendable {
     // MARK: File access
 
     /// Whether the journal's file system is a local one whose `syncfs(2)` writes back every dirty file and
-    /// folder and flushes the device, reporting a write-back error (Linux ≥ 5.8), and `folders` (where
-    /// messages are delivered) are on it too. FUSE does not pass `syncfs` on to its server (so the
-    /// power-loss model, a FUSE file system, sees per-file fsyncs), nor is it known to reach the server of
-    /// a network file system.
-    private static func honoursSyncFS(_ fd: Int32, sharedWith folders: [String]) -> Bool {
+    /// folder and flushes the device, reporting every error on the way — write-back errors since Linux
+    /// 5.8, the file system's own sync step (ext4's device flush, XFS's log force) since 5.17 — and
+    /// `folders` (where messages are delivered) are on it too. FUSE does not pass `syncfs` on to its server
+    /// (so the power-loss model, a FUSE file system, sees per-file fsyncs), nor is it known to reach the
+    /// server of a network file system.
+    static func honoursSyncFS(_ fd: Int32, sharedWith folders: [String]) -> Bool {
         let ext4: Int64 = 0xEF53, xfs: Int64 = 0x5846_5342, btrfs: Int64 = 0x9123_683E, tmpfs: Int64 = 0x0102_1994
-        guard [ext4, xfs, btrfs, tmpfs].contains(inetinfo_file_system_type(fd)) else { return false }
+        guard [ext4, xfs, btrfs, tmpfs].contains(inetinfo_file_system_type(fd)), kernelReportsSyncFSErrors() else { return false }
         var journal = stat()
         guard fstat(fd, &journal) == 0 else { return false }
         return folders.allSatisfy { folder in
@@ -487,6 +491,16 @@ final class MailJournal: @unchecked Sendable {
         broken = error
         logger.critical("journal: write or flush failed; later messages are committed the direct way",
                         metadata: ["journal": "\(path)", "error": "\(error)"])
+    }
+
+    /// Linux 5.17 or later (`uname -r`): see ``honoursSyncFS(_:sharedWith:)``.
+    private static func kernelReportsSyncFSErrors() -> Bool {
+        var name = utsname()
+        guard uname(&name) == 0 else { return false }
+        let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let numbers = release.split(whereSeparator: { !$0.isNumber }).prefix(2).map { Int($0) ?? 0 }
+        guard numbers.count == 2 else { return false }
+        return (numbers[0], numbers[1]) >= (5, 17)
     }
 
     private func offset(of position: UInt64) -> UInt64 { UInt64(JournalFormat.headSize) + position % capacity }
