@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages the host and its tests need; does nothing when they are present.
 set -euo pipefail
-# python3-fusepy and fuse3: the power-loss file system of the tests (scripts/powerloss/powerfs.py).
+# python3-fusepy and fuse3: the power-loss file system of the tests (scripts/powerloss/powerfs.py), and
+# e2fsprogs and mount: the ext4 those tests make on a loop device over the power-loss disk (blockfs.py).
 # prometheus (the server and promtool) and python3-prometheus-client: the metrics tests scrape the host
 # with a real Prometheus and parse /metrics with promtool and the Python client's parser.
-packages=(libsystemd-dev pkg-config systemd util-linux curl python3 python3-fusepy fuse3 prometheus python3-prometheus-client)
+packages=(libsystemd-dev pkg-config systemd util-linux curl python3 python3-fusepy fuse3 e2fsprogs mount prometheus python3-prometheus-client)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -10,14 +10,15 @@ swift build --build-tests
 # Suites run one after another: several of them load both cores on purpose (chaos, kill -9 cycles),
 # and timing-sensitive checks must not share the machine with them.
 swift test --skip-build --no-parallel
-# The power-loss suite (part of the run above) must fail against a host built without the fsync of new/
-# (smtp.commit = direct), against one whose journal checkpoints without fsyncing new/, and against one that
-# acknowledges journal records without their fdatasync (journal): three more debug builds (~2-5 min each
-# on an idle machine, kept in .build-mutant-*) and ~1 min each.
+# The power-loss suites (part of the run above) must fail against a host built without the fsync of new/
+# (smtp.commit = direct), against one whose journal checkpoints without fsyncing new/, against one that
+# acknowledges journal records without their fdatasync (journal), and against one whose checkpoint skips
+# its syncfs (journal on ext4, BlockPowerLossTests): four more debug builds (~1.5-5 min each on an idle
+# machine, kept in .build-mutant-*) and ~1 min each.
 # INETINFO_MUTANT_CHECK=0 skips them; `scripts/powerloss/mutant-check.sh` alone also checks the spool mutant.
 if [ "${INETINFO_MUTANT_CHECK:-1}" != 0 ]; then
     scripts/powerloss/mutant-check.sh POWERLOSS_MUTANT_SKIP_NEW_FSYNC POWERLOSS_MUTANT_SKIP_CHECKPOINT_FSYNC \
-        POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH
+        POWERLOSS_MUTANT_SKIP_JOURNAL_FLUSH POWERLOSS_MUTANT_SKIP_SYNCFS
 fi
 # The systemd units: static checks, then the host under a real systemd booted in private namespaces.
 scripts/systemd/check-units.sh

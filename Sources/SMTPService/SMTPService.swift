@@ -45,7 +45,11 @@ public struct SMTPService: HostedService {
             // removed just below).
             do {
                 let claimed = try JournalClaim.claim(writer: writer, size: UInt64(settings.journalSize), logger: context.logger)
-                context.logger.info("journal claimed", metadata: ["journal": "\(claimed.path)"])
+                // How deliveries behind the 250 become durable (docs/smtp.md): one syncfs per checkpoint, or
+                // an fsync per file and `new/` folder where syncfs cannot be trusted.
+                context.logger.info("journal claimed", metadata: [
+                    "journal": "\(claimed.path)", "checkpoint": "\(claimed.syncsFileSystem ? "syncfs" : "fsync")",
+                ])
                 journal.withLockedValue { $0 = claimed }
             } catch let error as MaildirError where error.isOutOfSpace {
                 // Mail is still taken, durably, the direct way; the next instance tries again (and replays

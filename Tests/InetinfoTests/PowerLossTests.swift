@@ -245,11 +245,51 @@ import Testing
     }
 }
 
+/// A simulated disk steered through its control file (`.powerloss` of powerfs and of blockfs): one
+/// command per line written, `key value` status lines read.
+protocol PowerControlled {
+    var controlFile: String { get }
+}
+
+extension PowerControlled {
+    func command(_ line: String) throws {
+        let fd = open(controlFile, O_WRONLY)
+        guard fd >= 0 else { throw TestHostError("open \(controlFile): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array((line + "\n").utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else {
+            throw TestHostError("\(controlFile) refused '\(line)': \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func status() throws -> [String: String] {
+        let fd = open(controlFile, O_RDONLY)
+        guard fd >= 0 else { throw TestHostError("open \(controlFile): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &chunk, chunk.count)
+            guard count > 0 else { break }
+            text += chunk[..<count]
+        }
+        var result: [String: String] = [:]
+        for line in String(decoding: text, as: UTF8.self).split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1)
+            result[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        return result
+    }
+
+    var isPoweredOff: Bool { get throws { try status()["power"] == "off" } }
+}
+
 /// The mounted powerfs (its control file is `.powerloss` at the root of the mount).
-final class PowerFS: @unchecked Sendable {
+final class PowerFS: PowerControlled, @unchecked Sendable {
     let base: String
     let mountPoint: String
     private let process: Process
+    var controlFile: String { mountPoint + "/.powerloss" }
 
     private init(base: String, mountPoint: String, process: Process) {
         self.base = base
@@ -288,35 +328,6 @@ final class PowerFS: @unchecked Sendable {
         return disk
     }
 
-    func command(_ line: String) throws {
-        let fd = open(mountPoint + "/.powerloss", O_WRONLY)
-        guard fd >= 0 else { throw TestHostError("open .powerloss: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array((line + "\n").utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count else {
-            throw TestHostError("powerfs refused '\(line)': \(String(cString: strerror(errno)))")
-        }
-    }
-
-    func status() throws -> [String: String] {
-        let fd = open(mountPoint + "/.powerloss", O_RDONLY)
-        guard fd >= 0 else { throw TestHostError("open .powerloss: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var text: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = read(fd, &chunk, chunk.count)
-            guard count > 0 else { break }
-            text += chunk[..<count]
-        }
-        var result: [String: String] = [:]
-        for line in String(decoding: text, as: UTF8.self).split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1)
-            result[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-        }
-        return result
-    }
-
     /// Makes `name` at the root of the mount, durably (mkdir, then an fsync of the root); returns its path.
     func makeDurableDirectory(_ name: String) throws -> String {
         let path = mountPoint + "/" + name
@@ -326,8 +337,6 @@ final class PowerFS: @unchecked Sendable {
         guard fd >= 0, fsync(fd) == 0 else { throw TestHostError("fsync \(mountPoint): \(String(cString: strerror(errno)))") }
         return path
     }
-
-    var isPoweredOff: Bool { get throws { try status()["power"] == "off" } }
 
     /// Ends powerfs (SIGTERM unmounts), unmounts lazily if it did not, removes the folder.
     func unmount() async {
