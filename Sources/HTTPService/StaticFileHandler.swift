@@ -115,6 +115,7 @@ final class StaticFileHandler: ChannelInboundHandler {
             context.write(head, promise: last)
             return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
         }
+        let corked = entry.content == nil && Self.cork(context.channel, true)
         context.write(head, promise: nil)
         if let content = entry.content {
             // Small content goes in the same write as the head (ResponseEncoder joins them): one segment
@@ -130,9 +131,22 @@ final class StaticFileHandler: ChannelInboundHandler {
         fd = -1
         let region = FileRegion(fileHandle: handle, readerIndex: range.lowerBound, endIndex: range.upperBound)
         let last = context.eventLoop.makePromise(of: Void.self)
-        last.futureResult.whenComplete { _ in try? handle.close() }
+        let channel = context.channel
+        last.futureResult.whenComplete { _ in
+            try? handle.close()
+            if corked { _ = Self.cork(channel, false) }
+        }
         context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: last)
         SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
+    }
+
+    /// `TCP_CORK`, as nginx's `tcp_nopush`: while corked, the head waits for the file's first bytes, so a
+    /// response sent with sendfile(2) leaves in full segments instead of a small one for the head first
+    /// (that small segment doubled wrk's kernel CPU for a 1 MiB file on loopback, nginx's too without
+    /// `tcp_nopush`). Uncorking sends what is left at once. On the channel's loop; false if refused.
+    private static func cork(_ channel: any Channel, _ on: Bool) -> Bool {
+        let option = ChannelOptions.Types.SocketOption(level: .tcp, name: NIOBSDSocket.Option(rawValue: TCP_CORK))
+        return (try? channel.syncOptions?.setOption(option, value: on ? 1 : 0)) != nil
     }
 
     /// Reads a (page-cached, local) file whole; nil if it came up short, and sendfile is used instead.

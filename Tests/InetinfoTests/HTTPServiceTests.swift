@@ -161,6 +161,36 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
         }
     }
 
+    /// A file sent with sendfile(2) goes out corked (TCP_CORK, as nginx's `tcp_nopush`), so that its head
+    /// does not leave alone in a small segment; the cork must come off when the file has gone out, or the
+    /// next small response on the connection waits for the kernel's 200 ms cork timer. The fastest of five
+    /// such round trips is taken, so that a slow moment of the machine cannot fail it.
+    @Test func afterAFileSentWithSendfileTheNextResponseIsNotHeldBack() async throws {
+        try await withWebHost { _, port, root in
+            let client = try TestSocket(port: port)
+            defer { client.close() }
+            let separator = Array("\r\n\r\n".utf8)
+            var fastest = Duration.seconds(60)
+            for _ in 0..<5 {
+                try client.send("GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+                let head = client.read(until: separator, timeout: .seconds(10))
+                let headEnd = try #require(head.data.firstRange(of: separator)?.upperBound, "a response head")
+                #expect(head.data.starts(with: Array("HTTP/1.1 200 OK\r\n".utf8)))
+                var content = Array(head.data[headEnd...])
+                if content.count < root.big.count {
+                    content += client.read(limit: root.big.count - content.count, keep: .max, timeout: .seconds(20)).data
+                }
+                #expect(Data(content) == root.big, "the file, whole and alone")
+                let asked = ContinuousClock.now
+                try client.send("GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+                let small = client.read(until: Array("hello, web\n".utf8), timeout: .seconds(5))
+                #expect(small.end == .found)
+                fastest = min(fastest, ContinuousClock.now - asked)
+            }
+            #expect(fastest < .milliseconds(100), "a small response after a sendfile took at least \(fastest)")
+        }
+    }
+
     @Test func conditionalAndRangeRequests() async throws {
         try await withWebHost { _, port, root in
             let url = "http://127.0.0.1:\(port)/big.bin"
