@@ -25,6 +25,7 @@ final class SMTPHandler: ChannelInboundHandler {
         /// Commits go through it when set (`smtp.commit = journal`), the direct way otherwise.
         var journal: MailJournal?
         var commitPool: NIOThreadPool
+        var deliveries: DeliveryQueue
         var sessions: ConnectionLimiter
         var names: MaildirNames
         var logger: Logger
@@ -262,7 +263,8 @@ final class SMTPHandler: ChannelInboundHandler {
         let logger = environment.logger
         let committed = context.eventLoop.makePromise(of: Void.self)
         if let journal = environment.journal {
-            writer.commit(finished, through: journal, deliveringOn: environment.commitPool, completing: committed) { error in
+            writer.commit(finished, through: journal, deliveringWith: environment.deliveries, directOn: environment.commitPool,
+                          completing: committed) { error in
                 // Acknowledged and safe in the journal: the checkpointer retries until it succeeds.
                 logger.error("delivery into the Maildir failed; retrying", metadata: ["id": "\(id)", "error": "\(error)"])
             }

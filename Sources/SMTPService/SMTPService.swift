@@ -15,6 +15,8 @@ public struct SMTPService: HostedService {
     /// waiting behind each other on one thread, and concurrent commits into one Maildir share their
     /// directory fsyncs (``DirectorySyncer``).
     let commitPool: NIOThreadPool
+    /// Deliveries behind the journal's 250s, on `commitPool`.
+    let deliveries: DeliveryQueue
     let sessions: ConnectionLimiter
     let names: MaildirNames
     let threads: Int
@@ -35,6 +37,7 @@ public struct SMTPService: HostedService {
         writer = MaildirWriter(root: settings.mailRoot, hostName: settings.hostName)
         commitPool = NIOThreadPool(numberOfThreads: 32)
         commitPool.start()
+        deliveries = DeliveryQueue(pool: commitPool)
         sessions = ConnectionLimiter(limit: settings.maxSessions, perClientLimit: settings.maxSessionsPerClient)
         names = MaildirNames(hostName: writer.hostName)
     }
@@ -76,6 +79,7 @@ public struct SMTPService: HostedService {
         }
         let environment = SMTPHandler.Environment(
             options: options, delivery: settings.delivery, writer: writer, journal: journal.withLockedValue { $0 }, commitPool: commitPool,
+            deliveries: deliveries,
             sessions: sessions, names: names, logger: context.logger, metrics: SMTPMetrics(factory: context.metrics),
             fail: { [simulatedFailureCrashes] reason in
                 if simulatedFailureCrashes { fatalError("MS02-012 replay: \(reason)") }
@@ -105,6 +109,9 @@ final class MaildirNames: Sendable {
     let hostName: String
     // Guards the per-process delivery counter.
     private let counter = NIOLockedValueBox(0)
+    /// A process never changes its pid (workers are exec'd, never forked from a host): one system call
+    /// per process, not per message.
+    private let pid = getpid()
 
     init(hostName: String) { self.hostName = hostName }
 
@@ -116,7 +123,7 @@ final class MaildirNames: Sendable {
         }
         var now = timeval()
         gettimeofday(&now, nil)
-        let id = "M\(now.tv_usec)P\(getpid())Q\(sequence)"
+        let id = "M\(now.tv_usec)P\(pid)Q\(sequence)"
         return (id, "\(now.tv_sec).\(id).\(hostName)")
     }
 }

@@ -59,7 +59,8 @@ import Testing
     func commit(_ writer: MaildirWriter, _ spool: MessageSpool.Finished, through journal: MailJournal, pool: NIOThreadPool,
                 onDeliveryError: @escaping @Sendable (any Error) -> Void = { _ in }) throws {
         let promise = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-        writer.commit(spool, through: journal, deliveringOn: pool, completing: promise, onDeliveryError: onDeliveryError)
+        writer.commit(spool, through: journal, deliveringWith: DeliveryQueue(pool: pool), directOn: pool, completing: promise,
+                      onDeliveryError: onDeliveryError)
         try promise.futureResult.wait()
     }
 
@@ -106,11 +107,14 @@ import Testing
             var contents: [String: [UInt8]] = [:]
             var committed: [EventLoopFuture<Void>] = []
             let loop = MultiThreadedEventLoopGroup.singleton.next()
+            let deliveries = DeliveryQueue(pool: pool)
             for number in 1...40 {
                 let (finished, content) = try spool(writer, number, to: ["bob@localhost"])
                 contents[finished.name] = content
                 let promise = loop.makePromise(of: Void.self)
-                writer.commit(finished, through: journal, deliveringOn: pool, completing: promise) { Issue.record("delivery failed: \($0)") }
+                writer.commit(finished, through: journal, deliveringWith: deliveries, directOn: pool, completing: promise) {
+                    Issue.record("delivery failed: \($0)")
+                }
                 committed.append(promise.futureResult)
             }
             for future in committed { try future.wait() }

@@ -9,14 +9,16 @@ extension MaildirWriter {
     func createServiceFolder(_ folder: String) throws { try mailboxes.createHidden(folder) }
 
     /// Commits a finished spool through `journal`: `promise` succeeds once its record is durable (then the
-    /// client is told 250), and its delivery into the Maildirs is left to `pool`. Nothing here blocks: the
+    /// client is told 250), and its delivery into the Maildirs is left to `deliveries` — to `pool`, a
+    /// thread each, where a delivery fsyncs its file (no `syncfs` checkpoints). Nothing here blocks: the
     /// journal's writer thread completes the commit. A message the journal cannot take (too large for it,
     /// or the journal broken by an earlier failure) is committed the direct way (``commit(_:)``) on `pool`.
     /// Fails with ``MailJournal/JournalError/full`` when no space came free in time, with
     /// ``MailJournal/JournalError/notDurable(_:)`` when the flush failed, and with the direct way's errors:
     /// nothing is then acknowledged.
-    func commit(_ spool: MessageSpool.Finished, through journal: MailJournal, deliveringOn pool: NIOThreadPool,
-                completing promise: EventLoopPromise<Void>, onDeliveryError: @escaping @Sendable (any Error) -> Void) {
+    func commit(_ spool: MessageSpool.Finished, through journal: MailJournal, deliveringWith deliveries: DeliveryQueue,
+                directOn pool: NIOThreadPool, completing promise: EventLoopPromise<Void>,
+                onDeliveryError: @escaping @Sendable (any Error) -> Void) {
         let relative = spool.mailboxes.map { String($0.dropFirst(root.count + 1)) }
         // A name the replay would refuse (nothing the SMTP engine accepts today) goes the direct way.
         guard relative.count <= Int(UInt16.max), spool.mailboxes.allSatisfy({ $0.hasPrefix(root + "/") }),
@@ -29,15 +31,23 @@ extension MaildirWriter {
                 promise.succeed(())
                 let fsyncsFile = !journal.syncsFileSystem
                 let deliver: MailJournal.Delivery = { try self.deliverSpooled(spool, fsyncingFile: fsyncsFile) }
-                pool.submit { state in
+                let job: DeliveryQueue.Job = { active in
                     // A pool that stops runs this at once on the writer thread: leave it to the retries.
-                    guard case .active = state else { return journal.deliveryFailed(sequence, retry: deliver) }
+                    guard active else { return journal.deliveryFailed(sequence, retry: deliver) }
                     do {
                         journal.delivered(sequence, directories: try deliver())
                     } catch {
                         onDeliveryError(error)
                         journal.deliveryFailed(sequence, retry: deliver)
                     }
+                }
+                if fsyncsFile {
+                    // Each delivery waits for its file's fsync: side by side, a pool thread each.
+                    pool.submit { state in
+                        if case .active = state { job(true) } else { job(false) }
+                    }
+                } else {
+                    deliveries.add(job)
                 }
             case .failure(.tooLarge), .failure(.broken):
                 self.commitDirect(spool, on: pool, completing: promise)
