@@ -11,8 +11,7 @@ import Testing
 /// started on it (ours replays what follows its checkpoint). Then every message that got a 250 must be in
 /// `new/` of each recipient exactly once, byte for byte, and nothing partial may be in any `new/`.
 ///
-/// Needs root, FUSE and loop devices (scripts/install-deps.sh installs python3-fusepy; e2fsprogs and
-/// util-linux are part of Debian). `INETINFO_BLOCK_POWER_CUTS` sets the number of cuts (24).
+/// Needs root, FUSE and loop devices (scripts/install-deps.sh installs python3-fusepy, e2fsprogs and mount). `INETINFO_BLOCK_POWER_CUTS` sets the number of cuts (24).
 /// scripts/powerloss/mutant-check.sh runs it against a host whose checkpoint skips the `syncfs` and
 /// requires it to fail.
 @Suite(.serialized, .timeLimit(.minutes(10))) struct BlockPowerLossTests {
@@ -123,7 +122,7 @@ import Testing
             sent.merge(load.messages) { $1 }
             await instance.stop()
             host = nil
-            try disk.powerOn()
+            try await disk.powerOn()
             lostBlocks += Int(try disk.status()["lost.blocks"] ?? "") ?? 0
         }
         let final = try await TestHost.start(configuration)
@@ -140,7 +139,8 @@ import Testing
             (\(acknowledged.reduce(0) { $0 + $1.recipients.count }) deliveries), \(audit.found) files found in new/, \
             lost \(lost.count) acknowledged messages (\(audit.missingDeliveries(sent)) deliveries), \
             duplicated \(audit.duplicates(sent).count), partial or foreign files in new/ \(audit.corrupt.count), \
-            delivered without 250 \(audit.deliveredWithoutAcknowledgement(sent)), \(Int(elapsed.components.seconds)) s
+            delivered without 250 \(audit.deliveredWithoutAcknowledgement(sent)), \(Int(elapsed.components.seconds)) s, \
+            blockfs seed \(status["seed"] ?? "?")
             """ + (lost.isEmpty ? "" : "\nlost: \(lost.prefix(10))") + (audit.corrupt.isEmpty ? "" : "\ncorrupt: \(audit.corrupt.prefix(5))"))
         #expect(lost.count == 0, "acknowledged messages lost: \(lost.prefix(10))")
         #expect(audit.corrupt.count == 0, "partial or foreign files in new/: \(audit.corrupt.prefix(5))")
@@ -218,8 +218,18 @@ final class BlockDisk: PowerControlled, @unchecked Sendable {
     }
 
     /// After a cut: unmounts the ext4 (its writes fail from the cut on), powers the disk on, mounts it again.
-    func powerOn() throws {
-        try runCommand("/bin/umount", [fileSystem])
+    /// The unmount is retried while the file system is busy: a process of the dead host (an SMTP worker
+    /// ended by its parent's death) may still be closing its files there.
+    func powerOn() async throws {
+        let deadline = ContinuousClock.now + .seconds(15)
+        while true {
+            let result = try CommandResult.run("/bin/umount", [fileSystem])
+            if result.status == 0 { break }
+            guard ContinuousClock.now < deadline else {
+                throw TestHostError("umount \(fileSystem): exit \(result.status): \(result.stdout)\(result.stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
         try command("on")
         try mountFileSystem()
     }

@@ -41,6 +41,7 @@ import Testing
         #expect(answered.withLockedValue { $0 } == 1)
         #expect(events.withLockedValue { $0 }.isEmpty)
         #expect(child.isRunning, "a late pong kills nothing")
+        worker.ended(.signaled(signal: SIGKILL))
     }
 
     @Test func aPongReadAfterTheEndIsLateNotAViolation() throws {
@@ -53,13 +54,20 @@ import Testing
         #expect(events.withLockedValue { $0 }.isEmpty)
     }
 
-    @Test func aPongToAPingNeverSentIsAViolationThatEndsTheWorker() throws {
+    @Test(arguments: [[1, 1], [2]]) func aPongToNoWaitingPingIsAViolationThatEndsTheWorker(pongs: [Int]) throws {
         let child = try Self.disposableChild()
-        defer { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() }
+        defer {
+            if child.isRunning { kill(child.processIdentifier, SIGKILL) }
+            child.waitUntilExit()
+        }
         let (worker, events) = Self.instance(pid: child.processIdentifier)
-        worker.ping {}
-        worker.received(.pong(2))
-        #expect(events.withLockedValue { $0 } == [.failed(reason: "worker broke the control protocol: an answer to a ping never sent")])
+        defer { worker.ended(.signaled(signal: SIGKILL)) }
+        let answered = NIOLockedValueBox(0)
+        worker.ping { answered.withLockedValue { $0 += 1 } }
+        // [1, 1]: a second answer to the one ping; [2]: an answer to a ping never sent.
+        for id in pongs { worker.received(.pong(id)) }
+        #expect(answered.withLockedValue { $0 } == (pongs.first == 1 ? 1 : 0))
+        #expect(events.withLockedValue { $0 } == [.failed(reason: "worker broke the control protocol: an answer to no waiting ping")])
         child.waitUntilExit()
         #expect(child.terminationReason == .uncaughtSignal && child.terminationStatus == SIGKILL)
     }

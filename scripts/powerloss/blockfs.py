@@ -17,14 +17,16 @@ Control: the file `.powerloss` at the root, as in powerfs: one command per line 
 status lines read from it.
 
     cut                     cut the power now: every later read, write and flush of `disk` fails (EIO)
-    on                      power on: the unflushed blocks are kept or lost (see above); disarms
+    on                      power on after a cut: the unflushed blocks are kept or lost (see above);
+                            disarms (refused, EINVAL, while the power is on)
     arm after flush K       cut right after the K-th flush from now has returned success
     arm after write K       cut right after the K-th write from now (in the middle of a write-back)
     disarm                  forget the armed trigger
     victim PID              SIGKILL PID at the moment of the cut (the host dies with the power)
 
 Status: `power on|off`, `cuts N`, `cause TEXT`, `armed TEXT|-`, `count.write N`, `count.flush N`,
-`lost.blocks N` and `kept.blocks N` (unflushed blocks dropped and kept at the last power on).
+`lost.blocks N` and `kept.blocks N` (unflushed blocks dropped and kept at the last power on), `seed N`
+(of the random choices: pass it back with --seed to repeat them).
 
 Run: blockfs.py MOUNTPOINT --size BYTES [--keep P] [--seed N] [--inner DIR] [--watch-pid PID]
 [--lifetime SECONDS]. Foreground; SIGTERM unmounts. With --watch-pid it unmounts when that process is
@@ -56,7 +58,8 @@ class BlockFS(Operations):
     def __init__(self, size, keep, seed):
         self.size = size
         self.keep = keep
-        self.random = random.Random(seed)
+        self.seed = seed if seed is not None else random.randrange(1 << 32)
+        self.random = random.Random(self.seed)
         self.live = {}  # block index -> bytes (BLOCK long); absent: zeros
         self.durable = {}
         self.dirty = set()  # blocks written since the last flush
@@ -103,7 +106,7 @@ class BlockFS(Operations):
         lines = ["power %s" % ("on" if self.power else "off"), "cuts %d" % self.cuts, "cause %s" % self.cause,
                  "armed %s" % ("-" if self.armed is None else "after %s %d" % self.armed),
                  "count.write %d" % self.counts["write"], "count.flush %d" % self.counts["flush"],
-                 "lost.blocks %d" % self.last["lost"], "kept.blocks %d" % self.last["kept"]]
+                 "lost.blocks %d" % self.last["lost"], "kept.blocks %d" % self.last["kept"], "seed %d" % self.seed]
         return ("\n".join(lines) + "\n").encode()
 
     def _command(self, line):
@@ -114,6 +117,9 @@ class BlockFS(Operations):
             if self.power:
                 self._cut("cut command")
         elif words == ["on"]:
+            # Only after a cut: under a mounted file system it would drop writes the kernel saw succeed.
+            if self.power:
+                raise FuseOSError(errno.EINVAL)
             self._power_on()
         elif len(words) == 4 and words[:2] == ["arm", "after"] and words[2] in ("flush", "write") and int(words[3]) >= 1:
             self.armed = (words[2], int(words[3]))

@@ -217,7 +217,7 @@ final class WorkerRunner: InstanceRunner {
 ///
 /// The worker is our own binary, but one that crashed half-way or was subverted must not be able to hurt
 /// the host: anything outside the protocol (a second ready report, a message only the host sends, a pong
-/// for a ping never sent) ends it, and a failure's reason is cut to a few KiB.
+/// for no waiting ping) ends it, and a failure's reason is cut to a few KiB.
 final class WorkerInstance: InstanceHandle {
     let pid: Int32
     private let channel: EventLoopFuture<any Channel>
@@ -238,6 +238,9 @@ final class WorkerInstance: InstanceHandle {
         var reaped = false
         var pings: [Int: @Sendable () -> Void] = [:]
         var nextPing = 0
+        /// The pings up to this one were dropped unanswered (at the end, or when a crash report began):
+        /// the worker's pong to one of them may still be on its way.
+        var droppedThrough = 0
         var readyReported = false
         var failureReported = false
         /// Names the process even once it is reaped, so a kill never reaches a process that reused its
@@ -288,6 +291,7 @@ final class WorkerInstance: InstanceHandle {
     func crashStarted() {
         let outstanding = state.withLockedValue { state in
             state.crashingSince = .now
+            state.droppedThrough = state.nextPing
             defer { state.pings = [:] }
             return Array(state.pings.values)
         }
@@ -384,13 +388,13 @@ final class WorkerInstance: InstanceHandle {
             events?(.failed(reason: String(reason.prefix(Self.maximumReasonLength))))
         case .pong(let id):
             // The end (marked by the reaper) and a crash report drop the pings still waiting, possibly
-            // before the channel delivers the worker's last bytes: a pong to a ping that was sent but is
-            // no longer waiting is late, not a violation (CI saw a trapping worker named by that race).
+            // before the channel delivers the worker's last bytes: a pong to a dropped ping is late, not a
+            // violation (CI saw a trapping worker named by that race). A second answer to a ping is one.
             let answer = state.withLockedValue { state -> (@Sendable () -> Void)?? in
                 if let answered = state.pings.removeValue(forKey: id) { return .some(answered) }
-                return id >= 1 && id <= state.nextPing ? .some(nil) : .none
+                return id >= 1 && id <= state.droppedThrough ? .some(nil) : .none
             }
-            guard let answer else { return violation("an answer to a ping never sent") }
+            guard let answer else { return violation("an answer to no waiting ping") }
             answer?()
         case .prepare, .start, .ping, .stop, .fault, .quarantine:
             violation("a message only the host sends")
@@ -418,6 +422,7 @@ final class WorkerInstance: InstanceHandle {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<InstanceEnd, Never>] in
             state.end = end
             state.pings = [:]
+            state.droppedThrough = state.nextPing
             if state.pidfd >= 0 {
                 Glibc.close(state.pidfd)
                 state.pidfd = -1

@@ -9,9 +9,9 @@ import NIOPosix
 /// 20 sessions × 4 KiB, interleaved A/B: ~206 → ~184 µs of CPU per message; 250 → `new/` p99 0.43 →
 /// 2.6 ms (goal ≤ 100 ms).
 ///
-/// Contract: every job added runs exactly once, in the order added, on one of `pool`'s threads — or, if
-/// the pool has stopped, at once with `active` false (the job then leaves its work to the journal's
-/// retries). At most one pool thread drains the queue at a time; a job added while it drains is run by
+/// Contract: every job added runs exactly once, in the order added, on one of `pool`'s threads — or, once
+/// the pool is stopping, with `active` false, on whatever thread NIO then runs the pool's work (at once
+/// on the caller's if it has stopped); the job then leaves its work to the journal's retries. At most one pool thread drains the queue at a time; a job added while it drains is run by
 /// it, without a new submission.
 final class DeliveryQueue: Sendable {
     typealias Job = @Sendable (_ active: Bool) -> Void

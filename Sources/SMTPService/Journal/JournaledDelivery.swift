@@ -32,7 +32,7 @@ extension MaildirWriter {
                 let fsyncsFile = !journal.syncsFileSystem
                 let deliver: MailJournal.Delivery = { try self.deliverSpooled(spool, fsyncingFile: fsyncsFile) }
                 let job: DeliveryQueue.Job = { active in
-                    // A pool that stops runs this at once on the writer thread: leave it to the retries.
+                    // Not run by a pool that is stopping (inactive): leave it to the journal's retries.
                     guard active else { return journal.deliveryFailed(sequence, retry: deliver) }
                     do {
                         journal.delivered(sequence, directories: try deliver())
