@@ -11,8 +11,9 @@ import NIOPosix
 ///
 /// Contract: every job added runs exactly once, in the order added, on one of `pool`'s threads — or, once
 /// the pool is stopping, with `active` false, on whatever thread NIO then runs the pool's work (at once
-/// on the caller's if it has stopped); the job then leaves its work to the journal's retries. At most one pool thread drains the queue at a time; a job added while it drains is run by
-/// it, without a new submission.
+/// on the caller's if it has stopped); the job then leaves its work to the journal's retries. At most
+/// one thread drains the queue at a time; a job added while it drains is run by it, without a new
+/// submission.
 final class DeliveryQueue: Sendable {
     typealias Job = @Sendable (_ active: Bool) -> Void
 
