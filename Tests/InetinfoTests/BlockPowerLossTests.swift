@@ -22,13 +22,7 @@ import Testing
     /// cut, what was written after it does not (with `--keep 0`), and nothing is readable while it is off.
     @Test func theDiskKeepsExactlyWhatWasFlushed() async throws {
         let disk = try await BlockDisk.make(script: Self.blockfs, keep: 0, withFileSystem: false)
-        do {
-            try checkModel(disk)
-        } catch {
-            await disk.remove()
-            throw error
-        }
-        await disk.remove()
+        try await disk.withHosts { _ in try checkModel(disk) }
     }
 
     private func checkModel(_ disk: BlockDisk) throws {
@@ -64,17 +58,7 @@ import Testing
     @Test(arguments: ["journal", "direct"]) func powerCutsOnExt4LoseNothingAcknowledged(commit: String) async throws {
         let started = ContinuousClock.now
         let disk = try await BlockDisk.make(script: Self.blockfs)
-        var host: TestHost?
-        do {
-            try await run(disk: disk, commit: commit, host: &host, started: started)
-        } catch {
-            if let host { print("host log (last instance):\n\(host.log.suffix(3000))") }
-            await host?.stop()
-            await disk.remove()
-            throw error
-        }
-        await host?.stop()
-        await disk.remove()
+        try await disk.withHosts { host in try await run(disk: disk, commit: commit, host: &host, started: started) }
     }
 
     private func run(disk: BlockDisk, commit: String, host: inout TestHost?, started: ContinuousClock.Instant) async throws {
@@ -100,26 +84,13 @@ import Testing
                 try #require(claimed.contains("checkpoint=syncfs"), "the journal's log line: \(claimed)")
             }
             audit.scan(sent)
-            try disk.command("victim \(instance.pid)")
-            let load = PowerLoad(cycle: cycle)
-            load.start(clients: 4, port: try instance.port(of: "smtp"))
-            if cycle % 3 != 0 {
-                // Right after a flush (the journal's, a checkpoint's syncfs, or ext4's own commit), or in
-                // the middle of a write-back, with blocks written and not yet flushed.
-                armed += 1
-                try disk.command(cycle % 3 == 1 ? "arm after flush \(Int.random(in: 1...40))" : "arm after write \(Int.random(in: 1...150))")
-                if (try? await Deadline.eventually("the armed cut", timeout: .seconds(4), { try disk.isPoweredOff ? true : nil })) == nil {
-                    fallbacks += 1
-                    try disk.command("cut")
-                }
-            } else {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 30...700)))
-                try disk.command("cut")
-            }
-            let exit = try await instance.waitForExit()
-            #expect(exit.reason == .uncaughtSignal && exit.status == SIGKILL, "the host died with the power")
-            await load.stop()
-            sent.merge(load.messages) { $1 }
+            // A third at random times; a third right after a flush (the journal's, a checkpoint's syncfs,
+            // or ext4's own commit); a third in the middle of a write-back, blocks written and not flushed.
+            let arm = [nil, "after flush \(Int.random(in: 1...40))", "after write \(Int.random(in: 1...150))"][cycle % 3]
+            if arm != nil { armed += 1 }
+            let cut = try await disk.cutUnderLoad(instance, cycle: cycle, arm: arm)
+            if cut.fellBack { fallbacks += 1 }
+            sent.merge(cut.messages) { $1 }
             await instance.stop()
             host = nil
             try await disk.powerOn()
@@ -199,7 +170,7 @@ final class BlockDisk: PowerControlled, @unchecked Sendable {
             try disk.runCommand("/sbin/mkfs.ext4", ["-q", "-F", "-b", "4096", "-E", "nodiscard", disk.device + "/disk"])
             try disk.mountFileSystem()
         } catch {
-            await disk.remove()
+            await disk.release()
             throw error
         }
         return disk
@@ -245,7 +216,7 @@ final class BlockDisk: PowerControlled, @unchecked Sendable {
     }
 
     /// Unmounts the ext4 and blockfs (lazily if need be), which ends blockfs, removes the folder.
-    func remove() async {
+    func release() async {
         for mountPoint in [fileSystem, device] {
             if (try? CommandResult.run("/bin/umount", [mountPoint]))?.status != 0 {
                 _ = try? CommandResult.run("/bin/umount", ["-l", mountPoint])

@@ -28,17 +28,7 @@ import Testing
     @Test(arguments: ["journal", "direct"]) func powerCutsLoseNothingAcknowledged(commit: String) async throws {
         let started = ContinuousClock.now
         let disk = try await PowerFS.mount(script: Self.powerfs)
-        var host: TestHost?
-        do {
-            try await run(disk: disk, commit: commit, host: &host, started: started)
-        } catch {
-            if let host { print("host log (last instance):\n\(host.log.suffix(3000))") }
-            await host?.stop()
-            await disk.unmount()
-            throw error
-        }
-        await host?.stop()
-        await disk.unmount()
+        try await disk.withHosts { host in try await run(disk: disk, commit: commit, host: &host, started: started) }
     }
 
     /// A host started on a state directory that does not exist yet, one message acknowledged, the power
@@ -48,8 +38,7 @@ import Testing
     /// is lost at a power cut (it was, before `MailboxDirectories` synced them).
     @Test func freshStateDirectoryIsDurable() async throws {
         let disk = try await PowerFS.mount(script: Self.powerfs)
-        var host: TestHost?
-        do {
+        try await disk.withHosts { host in
             var configuration = TestHost.Configuration(settings: ["http.enabled": "false"])
             configuration.stateDirectory = URL(fileURLWithPath: disk.mountPoint + "/state")
             let first = try await TestHost.start(configuration)
@@ -71,13 +60,7 @@ import Testing
             // Once lost: the state directory was made (by the default web site's mkdir -p) and its
             // parent never fsynced.
             #expect(delivered == [content], "the acknowledged message survives the power cut")
-        } catch {
-            await host?.stop()
-            await disk.unmount()
-            throw error
         }
-        await host?.stop()
-        await disk.unmount()
     }
 
     /// What is cut, and when, with `smtp.commit = journal`: the record's flush, delivery behind the 250,
@@ -188,27 +171,11 @@ import Testing
                 fired[point.description, default: (0, 0)].lost += lostNow - lostSoFar
                 lostSoFar = lostNow
             }
-            let port = try instance.port(of: "smtp")
-            try disk.command("victim \(instance.pid)")
             let point = points[cycle % points.count]
-            let load = PowerLoad(cycle: cycle)
-            load.start(clients: 4, port: port)
-            if let trigger = point.trigger {
-                try disk.command("arm " + String(format: trigger.command, Int.random(in: trigger.range)))
-                // A trigger that does not fire within the time (too few such operations) becomes a cut now.
-                if (try? await Deadline.eventually("the armed cut", timeout: .seconds(4), { try disk.isPoweredOff ? true : nil })) == nil {
-                    fallbacks += 1
-                    try disk.command("cut")
-                }
-            } else {
-                try await Task.sleep(for: .milliseconds(Int.random(in: 30...700)))
-                try disk.command("cut")
-            }
-            // powerfs SIGKILLed the host at the cut.
-            let exit = try await instance.waitForExit()
-            #expect(exit.reason == .uncaughtSignal && exit.status == SIGKILL, "the host died with the power")
-            await load.stop()
-            sent.merge(load.messages) { $1 }
+            let cut = try await disk.cutUnderLoad(instance, cycle: cycle,
+                                                  arm: point.trigger.map { String(format: $0.command, Int.random(in: $0.range)) })
+            if cut.fellBack { fallbacks += 1 }
+            sent.merge(cut.messages) { $1 }
             fired[point.description, default: (0, 0)].cuts += 1
             await instance.stop()
             host = nil
@@ -249,6 +216,8 @@ import Testing
 /// command per line written, `key value` status lines read.
 protocol PowerControlled {
     var controlFile: String { get }
+    /// Unmounts the disk (and what is mounted from it) and removes its folder.
+    func release() async
 }
 
 extension PowerControlled {
@@ -282,6 +251,48 @@ extension PowerControlled {
     }
 
     var isPoweredOff: Bool { get throws { try status()["power"] == "off" } }
+
+    /// Runs `body`, which keeps in its argument the host it started last; then stops that host and
+    /// releases the disk, also when `body` throws (after printing the end of that host's log).
+    func withHosts(_ body: (inout TestHost?) async throws -> Void) async throws {
+        var host: TestHost?
+        do {
+            try await body(&host)
+        } catch {
+            if let host { print("host log (last instance):\n\(host.log.suffix(3000))") }
+            await host?.stop()
+            await release()
+            throw error
+        }
+        await host?.stop()
+        await release()
+    }
+
+    /// One cut under SMTP load: `instance` dies with the power (the disk SIGKILLs it), 4 sessions send
+    /// meanwhile, and the power goes at the trigger `arm` (the text after "arm "; a trigger that has not
+    /// fired within 4 s, too few such operations, becomes a cut then) or after 30–700 ms. Returns once the
+    /// host is dead and the load stopped: what was sent, and whether an armed cut fell back.
+    func cutUnderLoad(_ instance: TestHost, cycle: Int, arm: String?) async throws
+        -> (messages: [String: PowerLoad.Message], fellBack: Bool) {
+        try command("victim \(instance.pid)")
+        let load = PowerLoad(cycle: cycle)
+        load.start(clients: 4, port: try instance.port(of: "smtp"))
+        var fellBack = false
+        if let arm {
+            try command("arm " + arm)
+            if (try? await Deadline.eventually("the armed cut", timeout: .seconds(4), { try isPoweredOff ? true : nil })) == nil {
+                fellBack = true
+                try command("cut")
+            }
+        } else {
+            try await Task.sleep(for: .milliseconds(Int.random(in: 30...700)))
+            try command("cut")
+        }
+        let exit = try await instance.waitForExit()
+        #expect(exit.reason == .uncaughtSignal && exit.status == SIGKILL, "the host died with the power")
+        await load.stop()
+        return (load.messages, fellBack)
+    }
 }
 
 /// The mounted powerfs (its control file is `.powerloss` at the root of the mount).
@@ -322,7 +333,7 @@ final class PowerFS: PowerControlled, @unchecked Sendable {
                 return FileManager.default.fileExists(atPath: mountPoint + "/.powerloss") ? true : nil
             }
         } catch {
-            await disk.unmount()
+            await disk.release()
             throw TestHostError("powerfs did not mount (\(error)): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
         return disk
@@ -339,7 +350,7 @@ final class PowerFS: PowerControlled, @unchecked Sendable {
     }
 
     /// Ends powerfs (SIGTERM unmounts), unmounts lazily if it did not, removes the folder.
-    func unmount() async {
+    func release() async {
         if process.isRunning {
             process.terminate()
             let process = self.process
