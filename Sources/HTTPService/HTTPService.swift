@@ -64,20 +64,20 @@ public struct HTTPService: HostedService {
         // The timeout handler sees each request head, the encoder each response: between them they time
         // and count the exchanges, without a handler of their own (each one is a hop per read and write).
         let meter = metrics.map(ExchangeMeter.init(metrics:))
+        let recorder = accessLog.map(AccessLogRecorder.init(sink:))
         let timeouts = RequestTimeoutHandler(keepAlive: .seconds(Int64(settings.keepAliveTimeoutSeconds)),
                                              head: .seconds(Int64(settings.headerTimeoutSeconds)), meter: meter)
         try pipeline.addHandler(ConnectionLimitHandler(limiter: connections, metrics: metrics))
         let pacer = ResponsePacer()
         try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts, pacer: pacer))
-        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts, meter: meter))
+        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts, meter: meter, accessLog: recorder))
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                          limitConfiguration: limits)))
         // Before the pipelining handler: a 408 for a head that never completed answers no
         // request that handler knows of.
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPServerPipelineHandler())
-        if let accessLog { try pipeline.addHandler(AccessLogHandler(sink: accessLog)) }
-        try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer))
+        try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer, accessLog: recorder))
         try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer))
     }
 }

@@ -9,23 +9,27 @@ import NIOHTTP1
 /// 400 for anything else malformed; then the connection closes (the decoder cannot resynchronise). It sits
 /// above NIO's `HTTPServerPipelineHandler`, which holds a parser error back while a response is still
 /// going out and passes it on only when none is, so that answer never lands inside another response.
+/// For the same reason it is the one that tells the access log of each request.
 final class RequestGuard: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
     private let settings: HTTPSettings
     private let pacer: ResponsePacer
+    private let accessLog: AccessLogRecorder?
     /// The request being checked, and whether it was refused (its remaining parts are then dropped).
     private var current: (head: HTTPRequestHead, refused: Bool, bodyBytes: Int)?
 
-    init(settings: HTTPSettings, pacer: ResponsePacer) {
+    init(settings: HTTPSettings, pacer: ResponsePacer, accessLog: AccessLogRecorder?) {
         self.settings = settings
         self.pacer = pacer
+        self.accessLog = accessLog
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            accessLog?.requestBegan(head)
             if let refusal = check(head) {
                 current = (head, true, 0)
                 SimpleResponse.send(refusal.status, to: head, context: context, headers: refusal.headers, close: refusal.close,

@@ -17,8 +17,8 @@ import NIOHTTP1
 /// A head is held until the next part: small content is appended to it, so the response leaves in one
 /// buffer (one `write` into the socket's queue, one iovec), anything else goes after it.
 ///
-/// It also tells the connection's ``RequestTimeoutHandler`` when a response ends, as it sees every part
-/// anyway.
+/// It also tells the connection's ``RequestTimeoutHandler`` when a response ends, and the exchange meter
+/// and the access log what went out, as it sees every part anyway.
 final class ResponseEncoder: ChannelOutboundHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = IOData
@@ -29,13 +29,15 @@ final class ResponseEncoder: ChannelOutboundHandler {
     private let timeouts: RequestTimeoutHandler
     /// Times and counts the exchanges, when the host keeps metrics.
     private let meter: ExchangeMeter?
+    private let accessLog: AccessLogRecorder?
     private var date = HTTPDate.Cache()
     /// An encoded head waiting for its first content part (or the end, or a flush).
     private var held: (head: ByteBuffer, promise: EventLoopPromise<Void>?)?
 
-    init(timeouts: RequestTimeoutHandler, meter: ExchangeMeter?) {
+    init(timeouts: RequestTimeoutHandler, meter: ExchangeMeter?, accessLog: AccessLogRecorder?) {
         self.timeouts = timeouts
         self.meter = meter
+        self.accessLog = accessLog
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -45,9 +47,11 @@ final class ResponseEncoder: ChannelOutboundHandler {
                    "responses of this service are framed by Content-Length")
             release(context: context)
             meter?.responseBegan(status: head.status.code)
+            accessLog?.responseBegan(status: head.status.code)
             held = (Self.encode(head, date: date.now(), allocator: context.channel.allocator), promise)
         case .body(.byteBuffer(let content)) where held != nil && content.readableBytes <= Self.coalesceLimit:
             meter?.contentSent(content.readableBytes)
+            accessLog?.contentSent(content.readableBytes)
             var (buffer, headPromise) = held!
             held = nil
             buffer.writeImmutableBuffer(content)
@@ -55,12 +59,14 @@ final class ResponseEncoder: ChannelOutboundHandler {
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise ?? headPromise)
         case .body(let content):
             meter?.contentSent(content.readableBytes)
+            accessLog?.contentSent(content.readableBytes)
             release(context: context)
             context.write(wrapOutboundOut(content), promise: promise)
         case .end:
             release(context: context)
             timeouts.responseEnded()
             meter?.responseEnded()
+            accessLog?.responseEnded(remoteAddress: context.channel.remoteAddress)
             // Nothing to write; an empty write still completes a promise in order with the others.
             if let promise { context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise) }
         }

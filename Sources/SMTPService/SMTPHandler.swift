@@ -289,8 +289,7 @@ final class SMTPHandler: ChannelInboundHandler {
 
     private func finishDelivery(_ outcome: SMTPSession.DeliveryOutcome, context: ChannelHandlerContext) {
         spoolError = nil
-        if case .delivered(let id) = outcome {
-            if environment.delivery == .maildir { environment.logger.info("message delivered", metadata: ["id": "\(id)"]) }
+        if case .delivered = outcome {
             environment.metrics.messagesAccepted.increment()
             environment.metrics.messageBytes.increment(by: messageBytes)
             if let commitStarted { environment.metrics.deliveryDurations.recordNanoseconds((NIODeadline.now() - commitStarted).nanoseconds) }
@@ -302,6 +301,10 @@ final class SMTPHandler: ChannelInboundHandler {
         }
         drive(context: context)
         context.flush()
+        // Logged once the reply is on its way: the line (a clock read and a write) is not the client's wait.
+        if case .delivered(let id) = outcome, environment.delivery == .maildir {
+            environment.logger.info("message delivered", metadata: ["id": "\(id)"])
+        }
     }
 
     private func receivedHeader(_ envelope: Envelope, id: String, context: ChannelHandlerContext) -> String {

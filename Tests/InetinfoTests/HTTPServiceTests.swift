@@ -359,23 +359,29 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
             // What a client sends cannot forge a line: quotes, backslashes and bytes outside printable
             // ASCII in a quoted field are escaped as nginx does.
             _ = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: a\" 200 1 \"\\\t\u{E9}\r\nConnection: close\r\n\r\n")
+            // Pipelined requests, one refused by the guard: a line each, in order, with its own status and size.
+            _ = try rawHTTP(port: port, "GET /hello.txt?p=1 HTTP/1.1\r\nHost: t\r\n\r\nDELETE /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+                + "HEAD /missing HTTP/1.1\r\nHost: t\r\nUser-Agent: third\r\nConnection: close\r\n\r\n")
             // The log is written in blocks by a thread of its own, at least every 100 ms: the lines are
             // there while the service runs.
             var lines: [Substring] = []
             let deadline = ContinuousClock.now + .seconds(3)
-            while lines.count < 3, ContinuousClock.now < deadline {
+            while lines.count < 6, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
                 lines = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n")
             }
-            try #require(lines.count == 3, "\(lines)")
+            try #require(lines.count == 6, "\(lines)")
             let pattern = #/^127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /hello\.txt HTTP/1\.1" 200 11 "http://ref\.test/" "test-agent/1"$/#
             #expect(lines[0].wholeMatch(of: pattern) != nil, "\(lines[0])")
             #expect(lines[1].contains("\"GET /missing HTTP/1.1\" 404 "))
             #expect(lines[2].hasSuffix(#""GET /hello.txt HTTP/1.1" 200 11 "-" "a\x22 200 1 \x22\x5C\x09\xC3\xA9""#), "\(lines[2])")
+            #expect(lines[3].hasSuffix(#""GET /hello.txt?p=1 HTTP/1.1" 200 11 "-" "-""#), "\(lines[3])")
+            #expect(lines[4].wholeMatch(of: #/.*"DELETE /hello\.txt HTTP/1\.1" 405 [1-9]\d* "-" "-"/#) != nil, "\(lines[4])")
+            #expect(lines[5].hasSuffix(#""HEAD /missing HTTP/1.1" 404 0 "-" "third""#), "\(lines[5])")
             // Stopping the instance writes what is left and closes the file.
             _ = try curl(["http://127.0.0.1:\(port)/hello.txt"])
             #expect(try host.ctl(["stop", "http"]).status == 0)
-            #expect(try String(contentsOf: log, encoding: .utf8).split(separator: "\n").count == 4)
+            #expect(try String(contentsOf: log, encoding: .utf8).split(separator: "\n").count == 7)
         }
     }
 
