@@ -32,6 +32,8 @@ final class FileCache: Sendable {
         /// The headers of a whole-file 200 (``ResponseEncoder`` adds `Date`), built once: a keep-alive
         /// request for a cached file uses them as they are instead of assembling them field by field.
         let fullResponseHeaders: HTTPHeaders
+        /// The same fields encoded for the wire (``ResponseEncoder/withPreparedFields(_:_:)``).
+        let fullResponseFields: ByteBuffer
         /// The whole content, for files up to ``FileCache/maxContentSize``; nil: sent from the file.
         let content: ByteBuffer?
 
@@ -45,6 +47,7 @@ final class FileCache: Sendable {
                                 ("Accept-Ranges", "bytes")]
             fullResponseHeaders = HTTPHeaders([("Server", "inetinfo")] + validatorHeaders
                                               + [("Content-Type", contentType), ("Content-Length", String(validators.size))])
+            fullResponseFields = ResponseEncoder.encodeFields(fullResponseHeaders)
         }
 
         /// What an entry costs the budget under `key`: the key (a request path, up to

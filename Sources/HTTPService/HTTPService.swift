@@ -70,7 +70,8 @@ public struct HTTPService: HostedService {
         try pipeline.addHandler(ConnectionLimitHandler(limiter: connections, metrics: metrics))
         let pacer = ResponsePacer()
         try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts, pacer: pacer))
-        try pipeline.addHandler(ResponseEncoder(timeouts: timeouts, meter: meter, accessLog: recorder))
+        let encoder = ResponseEncoder(timeouts: timeouts, meter: meter, accessLog: recorder)
+        try pipeline.addHandler(encoder)
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
                                                                          limitConfiguration: limits)))
         // Before the pipelining handler: a 408 for a head that never completed answers no
@@ -78,7 +79,7 @@ public struct HTTPService: HostedService {
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPServerPipelineHandler())
         try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer, accessLog: recorder))
-        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer))
+        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer, encoder: encoder))
     }
 }
 

@@ -14,6 +14,11 @@ import NIOHTTP1
 /// every response this service writes carries `Content-Length` or has no content (HEAD, 304), so nothing
 /// is chunked and `.end` puts no bytes on the wire.
 ///
+/// The header fields of a cached file's 200 are encoded once (``encodeFields(_:)``, kept in the
+/// ``FileCache/Entry``): the file handler writes such a head with no fields of its own inside
+/// ``withPreparedFields(_:_:)``, and only the status line, the fields added on the way (a `Connection:
+/// close`) and `Date` are written per response.
+///
 /// A head is held until the next part: small content is appended to it, so the response leaves in one
 /// buffer (one `write` into the socket's queue, one iovec), anything else goes after it.
 ///
@@ -31,6 +36,8 @@ final class ResponseEncoder: ChannelOutboundHandler {
     private let meter: ExchangeMeter?
     private let accessLog: AccessLogRecorder?
     private var date = HTTPDate.Cache()
+    /// Fields already encoded, for the head written inside ``withPreparedFields(_:_:)``.
+    private var preparedFields: ByteBuffer?
     /// An encoded head waiting for its first content part (or the end, or a flush).
     private var held: (head: ByteBuffer, promise: EventLoopPromise<Void>?)?
 
@@ -43,12 +50,14 @@ final class ResponseEncoder: ChannelOutboundHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head):
-            assert(!head.status.mayHaveResponseBody || head.headers.contains(name: "Content-Length"),
+            let prepared = preparedFields
+            preparedFields = nil
+            assert(!head.status.mayHaveResponseBody || prepared != nil || head.headers.contains(name: "Content-Length"),
                    "responses of this service are framed by Content-Length")
             release(context: context)
             meter?.responseBegan(status: head.status.code)
             accessLog?.responseBegan(status: head.status.code)
-            held = (Self.encode(head, date: date.now(), allocator: context.channel.allocator), promise)
+            held = (Self.encode(head, prepared: prepared, date: date.now(), allocator: context.channel.allocator), promise)
         case .body(.byteBuffer(let content)) where held != nil && content.readableBytes <= Self.coalesceLimit:
             meter?.contentSent(content.readableBytes)
             accessLog?.contentSent(content.readableBytes)
@@ -87,6 +96,27 @@ final class ResponseEncoder: ChannelOutboundHandler {
         held = nil
     }
 
+    /// Runs `write`, which writes one head (through NIO's pipelining handler, which may add `Connection:
+    /// close` to it), with `fields` encoded before the head's own: the fields stand for the ones the head
+    /// would otherwise carry. Nothing is left set once `write` returns.
+    func withPreparedFields<Result>(_ fields: ByteBuffer, _ write: () -> Result) -> Result {
+        preparedFields = fields
+        defer { preparedFields = nil }
+        return write()
+    }
+
+    /// `Name: value\r\n` for every field, as ``encode(_:prepared:date:allocator:)`` writes them.
+    static func encodeFields(_ headers: HTTPHeaders) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for (name, value) in headers {
+            buffer.writeString(name)
+            buffer.writeString(": ")
+            buffer.writeString(value)
+            buffer.writeString("\r\n")
+        }
+        return buffer
+    }
+
     /// Writes a held head on its own.
     private func release(context: ChannelHandlerContext) {
         guard let (head, promise) = held else { return }
@@ -94,9 +124,9 @@ final class ResponseEncoder: ChannelOutboundHandler {
         context.write(wrapOutboundOut(.byteBuffer(head)), promise: promise)
     }
 
-    static func encode(_ head: HTTPResponseHead, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+    static func encode(_ head: HTTPResponseHead, prepared: ByteBuffer? = nil, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
         let status = statusLine(head)
-        var length = status.utf8.count + 8 + date.utf8.count + 4
+        var length = status.utf8.count + (prepared?.readableBytes ?? 0) + 8 + date.utf8.count + 4
         for (name, value) in head.headers { length += name.utf8.count + value.utf8.count + 4 }
         var buffer = allocator.buffer(capacity: length)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { destination in
@@ -104,6 +134,13 @@ final class ResponseEncoder: ChannelOutboundHandler {
             // check per access, which showed up in profiles.
             var cursor = destination.baseAddress!.assumingMemoryBound(to: UInt8.self)
             cursor = copy(status, to: cursor)
+            if let prepared {
+                cursor = prepared.withUnsafeReadableBytes { bytes in
+                    guard let source = bytes.baseAddress else { return cursor }
+                    UnsafeMutableRawPointer(cursor).copyMemory(from: source, byteCount: bytes.count)
+                    return cursor + bytes.count
+                }
+            }
             for (name, value) in head.headers {
                 cursor = copy(name, to: cursor)
                 cursor = copy(": ", to: cursor)

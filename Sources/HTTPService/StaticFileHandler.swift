@@ -15,12 +15,15 @@ final class StaticFileHandler: ChannelInboundHandler {
     private let root: String
     private let cache: FileCache
     private let pacer: ResponsePacer
+    /// Takes a cached file's encoded fields for the head of its 200.
+    private let encoder: ResponseEncoder
     private var head: HTTPRequestHead?
 
-    init(root: String, cache: FileCache, pacer: ResponsePacer) {
+    init(root: String, cache: FileCache, pacer: ResponsePacer, encoder: ResponseEncoder) {
         self.root = root
         self.cache = cache
         self.pacer = pacer
+        self.encoder = encoder
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -92,12 +95,16 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
         var status = HTTPResponseStatus.ok
         var range = 0..<size
-        var headers = entry.fullResponseHeaders
+        // A whole file's fields go out as the cache encoded them; a range's are the entry's, amended.
+        var prepared: ByteBuffer? = entry.fullResponseFields
+        var headers = HTTPHeaders()
         if let rangeHeader = request.headers.first(name: "Range"), entry.validators.rangeApplies(request.headers) {
             switch ByteRange.parse(rangeHeader, size: size) {
             case .satisfiable(let requested):
                 status = .partialContent
                 range = requested
+                prepared = nil
+                headers = entry.fullResponseHeaders
                 headers.replaceOrAdd(name: "Content-Length", value: String(range.count))
                 headers.add(name: "Content-Range", value: "bytes \(range.lowerBound)-\(range.upperBound - 1)/\(size)")
             case .unsatisfiable:
@@ -109,14 +116,14 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
         let keepAlive = request.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        let head = wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers)))
+        let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
         if request.method == .HEAD || range.isEmpty {
             let last = SimpleResponse.lastPartPromise(context)
-            context.write(head, promise: last)
+            write(head, prepared: prepared, promise: last, context: context)
             return SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
         }
         let corked = entry.content == nil && Self.cork(context.channel, true)
-        context.write(head, promise: nil)
+        write(head, prepared: prepared, promise: nil, context: context)
         if let content = entry.content {
             // Small content goes in the same write as the head (ResponseEncoder joins them): one segment
             // on the wire instead of a write for the head and a sendfile(2) for the body.
@@ -138,6 +145,11 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
         context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: last)
         SimpleResponse.end(request: request, keepAlive: keepAlive, after: last, pacer: pacer, context: context)
+    }
+
+    private func write(_ head: HTTPResponseHead, prepared: ByteBuffer?, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        guard let prepared else { return context.write(wrapOutboundOut(.head(head)), promise: promise) }
+        encoder.withPreparedFields(prepared) { context.write(wrapOutboundOut(.head(head)), promise: promise) }
     }
 
     /// `TCP_CORK`, as nginx's `tcp_nopush`: while corked, the head waits for the file's first bytes, so a

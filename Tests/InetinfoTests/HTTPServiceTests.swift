@@ -88,6 +88,33 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
         }
     }
 
+    /// A cached file's fields are encoded once and written as they are: each response still carries
+    /// exactly its own head — the fields once each, what this request adds (`Connection: close`, a
+    /// range's), the `Date`, the blank line — whether the file was resolved afresh or came from the cache.
+    @Test func aCachedFileIsAnsweredWithExactlyItsOwnHeadEveryTime() async throws {
+        try await withWebHost { _, port, _ in
+            let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+                + "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+                + "GET /hello.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=0-4\r\n\r\n"
+                + "HEAD /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+                + "GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            let heads = response.components(separatedBy: "HTTP/1.1 ").dropFirst().map { part in
+                part.components(separatedBy: "\r\n\r\n")[0].components(separatedBy: "\r\n")
+                    .map { $0.components(separatedBy: ":")[0] }
+            }
+            let whole = ["200 OK", "Server", "ETag", "Last-Modified", "Accept-Ranges", "Content-Type", "Content-Length"]
+            try #require(heads.count == 5, "\(response)")
+            #expect(heads[0] == whole + ["Date"])
+            #expect(heads[1] == whole + ["Date"])
+            #expect(heads[2] == ["206 Partial Content"] + whole.dropFirst() + ["Content-Range", "Date"])
+            #expect(heads[3] == whole + ["Date"])
+            #expect(heads[4] == whole + ["Connection", "Date"])
+            #expect(response.contains("Content-Length: 5\r\nContent-Range: bytes 0-4/11\r\n"))
+            #expect(response.components(separatedBy: "Content-Length: 11\r\n").count == 5)
+            #expect(response.hasSuffix("\r\n\r\nhello, web\n"))
+        }
+    }
+
     @Test func otherMethodsGet405WithAllow() async throws {
         try await withWebHost { _, port, _ in
             for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
