@@ -5,7 +5,7 @@ import NIOHTTP1
 /// `127.0.0.1 - - [29/Nov/2026:04:24:21 +0000] "GET / HTTP/1.1" 200 886 "-" "curl/7.88.1"`.
 ///
 /// Not a handler of its own (a handler in the middle of the pipeline costs a hop and an `NIOAny` cast for
-/// every request and response part): ``RequestGuard``, which sees every request in turn behind NIO's
+/// every request and response part): ``StaticFileHandler``, which sees every request in turn behind NIO's
 /// pipelining handler, tells it of each head, and ``ResponseEncoder``, which sees every response part,
 /// of the status, the content and the end. Confined to the connection's event loop.
 ///
@@ -14,7 +14,7 @@ import NIOHTTP1
 /// `"`, `\` and every byte outside printable ASCII as `\xHH`: what a client sends cannot forge a line.
 final class AccessLogRecorder {
     private let sink: AccessLogSink
-    /// The request whose response is awaited (the one `RequestGuard` passed last).
+    /// The request whose response is awaited (the last one the file handler received).
     private var request: HTTPRequestHead?
     private var status: UInt = 0
     private var bytes = 0

@@ -78,8 +78,7 @@ public struct HTTPService: HostedService {
         // request that handler knows of.
         try pipeline.addHandler(timeouts)
         try pipeline.addHandler(HTTPServerPipelineHandler())
-        try pipeline.addHandler(RequestGuard(settings: settings, pacer: pacer, accessLog: recorder))
-        try pipeline.addHandler(StaticFileHandler(root: settings.webRoot, cache: files, pacer: pacer, encoder: encoder))
+        try pipeline.addHandler(StaticFileHandler(settings: settings, cache: files, pacer: pacer, encoder: encoder, accessLog: recorder))
     }
 }
 

@@ -3,11 +3,12 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// Answers GET and HEAD (the only methods ``RequestGuard`` lets through) with files from the web root:
+/// Answers each request that its ``RequestGuard`` lets through (GET and HEAD) with files from the web root:
 /// validators (`ETag`, `Last-Modified`), conditional requests (304), a single byte range (206, 416), and
 /// the content: small files from memory in the same write as the head, larger ones as a zero-copy
 /// `FileRegion`, which NIO sends with sendfile(2) as the socket drains. Paths already resolved are
-/// looked up in the ``FileCache``.
+/// looked up in the ``FileCache``. What the guard refuses it answers with the guard's status; it tells the
+/// connection's access log of every request.
 final class StaticFileHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -17,26 +18,37 @@ final class StaticFileHandler: ChannelInboundHandler {
     private let pacer: ResponsePacer
     /// Takes a cached file's encoded fields for the head of its 200.
     private let encoder: ResponseEncoder
-    private var head: HTTPRequestHead?
+    private let accessLog: AccessLogRecorder?
+    private var requestGuard: RequestGuard
 
-    init(root: String, cache: FileCache, pacer: ResponsePacer, encoder: ResponseEncoder) {
-        self.root = root
+    init(settings: HTTPSettings, cache: FileCache, pacer: ResponsePacer, encoder: ResponseEncoder, accessLog: AccessLogRecorder?) {
+        root = settings.webRoot
+        requestGuard = RequestGuard(settings: settings)
         self.cache = cache
         self.pacer = pacer
         self.encoder = encoder
+        self.accessLog = accessLog
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            self.head = head
-        case .body:
-            break
+            accessLog?.requestBegan(head)
+            if let refusal = requestGuard.begin(head) { send(refusal, to: head, context: context) }
+        case .body(let body):
+            if let (head, refusal) = requestGuard.received(bodyBytes: body.readableBytes) { send(refusal, to: head, context: context) }
         case .end:
-            guard let head else { return }
-            self.head = nil
-            respond(to: head, context: context)
+            if let head = requestGuard.end() { respond(to: head, context: context) }
         }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let status = RequestGuard.parserRefusal(error) else { return context.fireErrorCaught(error) }
+        SimpleResponse.sendAndClose(status, context: context)
+    }
+
+    private func send(_ refusal: RequestGuard.Refusal, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        SimpleResponse.send(refusal.status, to: head, context: context, headers: refusal.headers, close: refusal.close, pacer: pacer)
     }
 
     /// The file a request names, from the cache or resolved afresh, and its descriptor when the content
