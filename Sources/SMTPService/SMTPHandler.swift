@@ -38,6 +38,10 @@ final class SMTPHandler: ChannelInboundHandler {
     private var session: SMTPSession
     private var input: ByteBuffer?
     private var spool: MessageSpool?
+    /// A message whose spool file is not made yet: it is made once the replies before it (the 354) are
+    /// on their way, so the client's wait for them does not include an `open` in the spool folder — or
+    /// at once when content or the commit comes first (BDAT content in the same read).
+    private var unspooled: Envelope?
     private var spoolError: MaildirError?
     private var message: (id: String, fileName: String)?
     /// The current message's content octets so far.
@@ -162,6 +166,7 @@ final class SMTPHandler: ChannelInboundHandler {
                 buffer.moveReaderIndex(forwardBy: length - slice.readableBytes)
                 perform(actions, context: context)
                 context.flush()
+                openSpool(context: context)
             }
             if buffer.readableBytes > 0, !session.isClosed { input = buffer }
         }
@@ -194,8 +199,9 @@ final class SMTPHandler: ChannelInboundHandler {
             case .reply(let text):
                 send(text, context: context)
             case .startMessage(let envelope):
-                startSpool(envelope, context: context)
+                startMessage(envelope)
             case .messageData(let octets):
+                openSpool(context: context)
                 messageBytes += octets.readableBytes
                 spool?.append(octets)
             case .discardMessage:
@@ -216,12 +222,16 @@ final class SMTPHandler: ChannelInboundHandler {
         }
     }
 
-    private func startSpool(_ envelope: Envelope, context: ChannelHandlerContext) {
+    private func startMessage(_ envelope: Envelope) {
         discardSpool()
-        let names = environment.names.next()
-        message = names
+        message = environment.names.next()
         messageBytes = 0
-        guard environment.delivery == .maildir else { return }
+        if environment.delivery == .maildir { unspooled = envelope }
+    }
+
+    private func openSpool(context: ChannelHandlerContext) {
+        guard let envelope = unspooled, let names = message else { return }
+        unspooled = nil
         do {
             let spool = try environment.writer.openSpool(recipients: envelope.recipients, uniqueName: names.fileName)
             spool.append(Array(receivedHeader(envelope, id: names.id, context: context).utf8))
@@ -234,6 +244,7 @@ final class SMTPHandler: ChannelInboundHandler {
     }
 
     private func discardSpool() {
+        unspooled = nil
         spool?.discard()
         spool = nil
         spoolError = nil
@@ -246,6 +257,7 @@ final class SMTPHandler: ChannelInboundHandler {
             finishDelivery(.delivered(id: id), context: context)
             return
         }
+        openSpool(context: context)
         let finished: MessageSpool.Finished
         do {
             if let spoolError { throw spoolError }
