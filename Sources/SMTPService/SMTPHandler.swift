@@ -268,8 +268,6 @@ final class SMTPHandler: ChannelInboundHandler {
             finishDelivery(outcome(of: error, id: id), context: context)
             return
         }
-        // Stop reading until the message is on disk: pipelined input waits in the socket, not in memory.
-        updateReading(context: context)
         let writer = environment.writer
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let logger = environment.logger
@@ -283,6 +281,9 @@ final class SMTPHandler: ChannelInboundHandler {
         } else {
             writer.commitDirect(finished, on: environment.commitPool, completing: committed)
         }
+        // Stop reading until the message is on disk: pipelined input waits in the socket, not in memory.
+        // After handing the commit over: the journal's writer starts while the loop tells epoll.
+        updateReading(context: context)
         committed.futureResult.whenComplete { result in
             let (handler, context) = loopBound.value
             switch result {

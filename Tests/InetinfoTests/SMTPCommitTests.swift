@@ -8,6 +8,38 @@ import Testing
 /// acknowledged and its delivery retried until the Maildir can take it; and while a message is being
 /// committed the session stops reading, so that pipelined input waits in the socket, not in the host's memory.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct SMTPCommitTests {
+    /// The spool file is made after the 354 has gone out (docs/smtp.md): when it cannot be made (here a
+    /// regular file stands where the spool folder should be: ENOTDIR stops root too), the end of the
+    /// message, DATA or BDAT, gets `451 4.3.0`, nothing reaches `new/`, and the session goes on; once the
+    /// folder can be made again, the next message is stored.
+    @Test func aSpoolFileThatCannotBeMadeAnswers451AtTheEndOfTheMessage() async throws {
+        try await TestHost.with(.init(settings: ["http.enabled": "false"])) { host in
+            let spool = host.stateDirectory.appendingPathComponent("mail/.spool")
+            try FileManager.default.removeItem(at: spool)
+            try Data("not a directory\n".utf8).write(to: spool)
+
+            let client = try SMTPTestClient(port: try host.port(of: "smtp"))
+            #expect(try client.code() == "220")
+            #expect(try client.exchange("EHLO spool.test\r\n") == ["250"])
+            let content = Data("Subject: no spool\r\n\r\nnowhere to put it\r\n".utf8)
+            for useBDAT in [false, true] {
+                let refused = try client.sendMessage(from: "a@remote.test", to: ["bob@localhost"], content: content, useBDAT: useBDAT)
+                #expect(refused?.hasPrefix("451 4.3.0") == true, "BDAT \(useBDAT): \(refused ?? "connection closed")")
+            }
+            #expect(host.deliveredMessages(to: "bob@localhost").isEmpty)
+
+            try FileManager.default.removeItem(at: spool)
+            let accepted = try client.sendMessage(from: "a@remote.test", to: ["bob@localhost"], content: content, useBDAT: false)
+            #expect(accepted?.hasPrefix("250") == true, "reply: \(accepted ?? "connection closed")")
+            let delivered = try await Deadline.eventually("the message in new/", timeout: .seconds(5)) { () -> Int? in
+                let count = host.deliveredMessages(to: "bob@localhost").count
+                return count > 0 ? count : nil
+            }
+            #expect(delivered == 1)
+            #expect(try host.service("smtp").instance == 1, "no failure, no restart")
+        }
+    }
+
     /// Two recipients; the second one's Maildir has a regular file where `new/` should be, so its link
     /// fails (ENOTDIR: unlike a permission, this stops root too) after the first recipient's Maildir was
     /// made and its link into `new/` made (mailboxes are committed in sorted order: `first` before `second`).
