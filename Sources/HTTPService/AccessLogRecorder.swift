@@ -34,8 +34,11 @@ final class AccessLogRecorder {
 
     func contentSent(_ count: Int) { bytes += count }
 
-    /// Logs the line of the awaited request, if any (a response to a request that never completed, a
-    /// 400 for an unparsable one, is not a request's).
+    /// Logs the line of the awaited request, if any: a response with no request received before it (a
+    /// 400 for a request line the parser refused, a 408 for a head that never completed) has no line. A
+    /// 400 for a malformed body, or a 408 for a body that stalled, is its request's response and is
+    /// logged as such; so is a 408 that cuts short a refusal the client is not reading (the line then
+    /// says 408).
     func responseEnded(remoteAddress: @autoclosure () -> SocketAddress?) {
         guard let request else { return }
         self.request = nil

@@ -7,10 +7,10 @@ import NIOHTTP1
 /// A request the parser rejects gets 431 when its header block is over the parser's limits, 400 for
 /// anything else malformed (``parserRefusal(_:)``); then the connection closes.
 ///
-/// A state machine without I/O, driven by ``StaticFileHandler`` with the request parts in order (behind
-/// NIO's pipelining handler, which holds a parser error back while a response is still going out, so that
-/// answer never lands inside another response). Not a handler of its own: that was a hop and an `NIOAny`
-/// cast for every request part.
+/// A state machine without I/O, driven by ``StaticFileHandler`` with the request parts in order, behind
+/// NIO's pipelining handler (which holds a parser error back while the previous request's response is
+/// still going out, so that the 400 does not land inside it). Not a handler of its own: that was a hop and
+/// an `NIOAny` cast for every request part.
 struct RequestGuard {
     struct Refusal {
         var status: HTTPResponseStatus

@@ -149,6 +149,11 @@ final class SMTPHandler: ChannelInboundHandler {
     /// Runs the engine over the input received so far, as far as the channel can take the replies, then
     /// reads on only if all of it was consumed.
     private func drive(context: ChannelHandlerContext) {
+        // A session that ended during a commit (its completion still arrives) starts nothing more.
+        guard admitted != nil else {
+            input = nil
+            return
+        }
         if var buffer = input {
             input = nil
             var slices = 0
@@ -312,12 +317,13 @@ final class SMTPHandler: ChannelInboundHandler {
         if quiescing, !session.isClosed {
             perform(session.shuttingDown(), context: context)
         }
-        drive(context: context)
         context.flush()
         // Logged once the reply is on its way: the line (a clock read and a write) is not the client's wait.
         if case .delivered(let id) = outcome, environment.delivery == .maildir {
             environment.logger.info("message delivered", metadata: ["id": "\(id)"])
         }
+        drive(context: context)
+        context.flush()
     }
 
     private func receivedHeader(_ envelope: Envelope, id: String, context: ChannelHandlerContext) -> String {
