@@ -107,14 +107,29 @@ final class ResponseEncoder: ChannelOutboundHandler {
 
     /// `Name: value\r\n` for every field, as ``encode(_:prepared:date:allocator:)`` writes them.
     static func encodeFields(_ headers: HTTPHeaders) -> ByteBuffer {
+        let length = fieldsLength(headers)
         var buffer = ByteBuffer()
-        for (name, value) in headers {
-            buffer.writeString(name)
-            buffer.writeString(": ")
-            buffer.writeString(value)
-            buffer.writeString("\r\n")
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { destination in
+            let start = destination.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return start.distance(to: copyFields(headers, to: start))
         }
         return buffer
+    }
+
+    private static func fieldsLength(_ headers: HTTPHeaders) -> Int {
+        headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+    }
+
+    /// `Name: value\r\n` for every field, to `cursor` (room for them was counted); returns the position after.
+    private static func copyFields(_ headers: HTTPHeaders, to cursor: UnsafeMutablePointer<UInt8>) -> UnsafeMutablePointer<UInt8> {
+        var cursor = cursor
+        for (name, value) in headers {
+            cursor = copy(name, to: cursor)
+            cursor = copy(": ", to: cursor)
+            cursor = copy(value, to: cursor)
+            cursor = copy("\r\n", to: cursor)
+        }
+        return cursor
     }
 
     /// Writes a held head on its own.
@@ -127,7 +142,7 @@ final class ResponseEncoder: ChannelOutboundHandler {
     static func encode(_ head: HTTPResponseHead, prepared: ByteBuffer? = nil, date: String, allocator: ByteBufferAllocator) -> ByteBuffer {
         let status = statusLine(head)
         var length = status.utf8.count + (prepared?.readableBytes ?? 0) + 8 + date.utf8.count + 4
-        for (name, value) in head.headers { length += name.utf8.count + value.utf8.count + 4 }
+        length += fieldsLength(head.headers)
         var buffer = allocator.buffer(capacity: length)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { destination in
             // A moving pointer rather than a captured offset: captured variables cost an exclusivity
@@ -141,12 +156,7 @@ final class ResponseEncoder: ChannelOutboundHandler {
                     return cursor + bytes.count
                 }
             }
-            for (name, value) in head.headers {
-                cursor = copy(name, to: cursor)
-                cursor = copy(": ", to: cursor)
-                cursor = copy(value, to: cursor)
-                cursor = copy("\r\n", to: cursor)
-            }
+            cursor = copyFields(head.headers, to: cursor)
             cursor = copy("Date: ", to: cursor)
             cursor = copy(date, to: cursor)
             cursor = copy("\r\n\r\n", to: cursor)
