@@ -162,6 +162,51 @@ import Testing
         }
     }
 
+    /// A record whose recipient list the replay would refuse (metadata over 64 KiB: 900 recipients with
+    /// 64-octet local parts, which `smtp.max-recipients` allows) is never written: that message goes the
+    /// direct way (in `new/` before its 250), and the acknowledged records on either side of it replay.
+    /// Written, it ended every replay there, and the records behind it were lost.
+    @Test func aRecipientListTheReplayCannotReadGoesTheDirectWay() throws {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        defer { try? pool.syncShutdownGracefully() }
+        try withRoot { writer in
+            let journal = try JournalClaim.claim(writer: writer, size: 4 << 20, logger: logger)
+            let (first, firstContent) = try spool(writer, 1, to: ["bob@localhost"])
+            try acknowledgeOnly(journal, first, root: writer.root)
+
+            let many = (0..<900).map { "\(String(repeating: "r", count: 60))\(1000 + $0)@localhost" }
+            let (big, bigContent) = try spool(writer, 2, to: many + ["bob@localhost"])
+            let metadata = JournalFormat.Metadata(name: big.name, mailboxes: big.mailboxes.map { String($0.dropFirst(writer.root.count + 1)) })
+            #expect(JournalFormat.encode(metadata).count > JournalFormat.maxMetadata)
+            let refused = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: UInt64.self)
+            journal.commit(metadata, contentFile: big.fd, contentLength: big.length, contentCRC: big.crc) { result in
+                switch result {
+                case .success(let sequence): refused.succeed(sequence)
+                case .failure(let error): refused.fail(error)
+                }
+            }
+            #expect {
+                _ = try refused.futureResult.wait()
+            } throws: { error in
+                if case MailJournal.JournalError.tooLarge = error { return true }
+                return false
+            }
+            // The handler's way: committed directly, so in every `new/` by the time of the 250.
+            try commit(writer, big, through: journal, pool: pool) { Issue.record("delivery failed: \($0)") }
+            #expect(delivered(writer, "bob")[big.name] == bigContent)
+            #expect(delivered(writer, many[899].split(separator: "@")[0].description)[big.name] == bigContent)
+
+            let (third, thirdContent) = try spool(writer, 3, to: ["bob@localhost"])
+            try acknowledgeOnly(journal, third, root: writer.root)
+            // Killed before any delivery behind a 250: the replay finds the first and the third message.
+            journal.close(checkpointing: false)
+            let replayed = try JournalClaim.claim(writer: writer, size: 4 << 20, logger: logger)
+            replayed.close()
+            #expect(delivered(writer, "bob") == [first.name: firstContent, big.name: bigContent, third.name: thirdContent])
+        }
+    }
+
     /// A replay that cannot deliver (the Maildir cannot be made) keeps the journal and stops the claim; once
     /// the obstacle is gone the next claim delivers. The journal is never set aside as damaged for that.
     @Test func aReplayThatCannotDeliverKeepsTheJournalForTheNextAttempt() throws {

@@ -39,7 +39,8 @@ final class MailJournal: @unchecked Sendable {
         case broken(MaildirError)
         /// The record was written but the flush that was to cover it failed: nothing is acknowledged.
         case notDurable(MaildirError)
-        /// The record would take more than a quarter of the ring: the message goes the direct way.
+        /// The record would take more than a quarter of the ring, or its recipient list more than the replay
+        /// reads (``JournalFormat/maxMetadata``): the message goes the direct way.
         case tooLarge
 
         var description: String {
@@ -220,7 +221,10 @@ final class MailJournal: @unchecked Sendable {
         recordHead = JournalFormat.encodeRecordHead(kind: .message, epoch: epoch, sequence: sequence, metadata: request.metadata,
                                                     contentLength: request.contentLength, contentCRC: request.contentCRC)
         let (unpadded, overflow) = UInt64(recordHead.count).addingReportingOverflow(request.contentLength)
-        guard !overflow, unpadded <= largestRecord else {
+        // A record the replay would refuse (a recipient list over its metadata limit: ~860 recipients with
+        // 64-octet local parts) must never be written: the replay stops at it, and every record behind it
+        // would be lost with it.
+        guard !overflow, unpadded <= largestRecord, recordHead.count - JournalFormat.recordHeaderSize <= JournalFormat.maxMetadata else {
             state.unlock()
             return .failure(.tooLarge)
         }
