@@ -73,11 +73,19 @@ func exercise(_ data: UnsafeRawBufferPointer) {
     let weak = HTTPFuzzing.validatorsCheck(size: size, modifiedSeconds: modified, modifiedNanoseconds: nanoseconds,
                                            headers: HTTPHeaders([("If-None-Match", "W/" + result.etag), ("If-Range", "W/" + result.etag)]))
     precondition(weak.notModified && !weak.rangeApplies, "weak comparison for If-None-Match, strong for If-Range")
+    let matching = HTTPFuzzing.validatorsCheck(size: size, modifiedSeconds: modified, modifiedNanoseconds: nanoseconds,
+                                               headers: HTTPHeaders([("If-Match", result.etag)]))
+    precondition(!matching.preconditionFailed && !matching.notModified, "If-Match with the file's own entity tag fails")
+    let weakMatch = HTTPFuzzing.validatorsCheck(size: size, modifiedSeconds: modified, modifiedNanoseconds: nanoseconds,
+                                                headers: HTTPHeaders([("If-Match", "W/" + result.etag)]))
+    precondition(weakMatch.preconditionFailed, "If-Match compares strongly: a weak tag never matches")
     if formattable.contains(modified) {
         let date = HTTPFuzzing.formatDate(seconds: modified)
         let byDate = HTTPFuzzing.validatorsCheck(size: size, modifiedSeconds: modified, modifiedNanoseconds: nanoseconds,
-                                                 headers: HTTPHeaders([("If-Modified-Since", date), ("If-Range", date)]))
-        precondition(byDate.notModified && byDate.rangeApplies, "a file's own Last-Modified does not match it: \(date)")
+                                                 headers: HTTPHeaders([("If-Modified-Since", date), ("If-Range", date),
+                                                                       ("If-Unmodified-Since", date)]))
+        precondition(byDate.notModified && !byDate.preconditionFailed && byDate.rangeApplies,
+                     "a file's own Last-Modified does not match it: \(date)")
     }
 }
 

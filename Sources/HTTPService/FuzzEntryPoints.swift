@@ -64,11 +64,13 @@ import Supervision
         }
     }
 
-    /// ``Validators``: the entity tag, `notModified` and `rangeApplies` of a file with these validators.
-    public static func validatorsCheck(size: Int, modifiedSeconds: Int, modifiedNanoseconds: Int,
-                                       headers: HTTPHeaders) -> (etag: String, notModified: Bool, rangeApplies: Bool) {
+    /// ``Validators``: the entity tag, whether the preconditions answer 304 or 412, and `rangeApplies`, for a
+    /// file with these validators.
+    public static func validatorsCheck(size: Int, modifiedSeconds: Int, modifiedNanoseconds: Int, headers: HTTPHeaders)
+        -> (etag: String, notModified: Bool, preconditionFailed: Bool, rangeApplies: Bool) {
         let validators = Validators(size: size, modifiedSeconds: modifiedSeconds, modifiedNanoseconds: modifiedNanoseconds)
-        return (validators.etag, validators.notModified(headers), validators.rangeApplies(headers))
+        let precondition = validators.precondition(headers)
+        return (validators.etag, precondition == .notModified, precondition == .failed, validators.rangeApplies(headers))
     }
 
     /// ``WebRootPath/resolve(target:root:)``: the file's real path, or nil when refused, not found or a

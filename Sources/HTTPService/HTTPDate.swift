@@ -60,7 +60,7 @@ enum HTTPDate {
         default:
             return nil
         }
-        guard let day, let month, let year, let clock, (1...31).contains(day),
+        guard let day, let month, let year, let clock, (1...daysIn(month: month, year: year)).contains(day),
               (0...23).contains(clock[0]), (0...59).contains(clock[1]), (0...60).contains(clock[2]) else { return nil }
         var parts = tm()
         // In range by construction: a four-digit year, a month index, calendar fields.
@@ -78,6 +78,16 @@ enum HTTPDate {
         let bytes = text.utf8
         guard digits.contains(bytes.count), bytes.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
         return bytes.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+    }
+
+    /// Days in a month (0-based index) of the Gregorian calendar: a 31st of February is no date, and
+    /// timegm(3) would roll it into March.
+    private static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 1: year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 3, 5, 8, 10: 30
+        default: 31
+        }
     }
 
     private static func monthIndex(_ text: Substring) -> Int? {

@@ -72,8 +72,14 @@ public struct HTTPService: HostedService {
         try pipeline.addHandler(RequestActivityMarker(timeouts: timeouts, pacer: pacer))
         let encoder = ResponseEncoder(timeouts: timeouts, meter: meter, accessLog: recorder)
         try pipeline.addHandler(encoder)
+        // The decoder keeps only a head's unfinished field between reads, except after a request that asks
+        // for an upgrade (or a CONNECT): NIO's parser then stops and keeps whatever follows for an upgrader
+        // this server does not have. The bound makes that a closed connection instead of memory without
+        // end (RequestGuard closes such a connection after its answer).
+        let bufferLimit = max(limits.maxHeaderFieldSize, limits.maxHeaderListSize) + 64 * 1024
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes,
-                                                                         limitConfiguration: limits)))
+                                                                         limitConfiguration: limits),
+                                                     maximumBufferSize: bufferLimit))
         // Before the pipelining handler: a 408 for a head that never completed answers no
         // request that handler knows of.
         try pipeline.addHandler(timeouts)

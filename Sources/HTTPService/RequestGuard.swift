@@ -4,8 +4,10 @@ import NIOHTTP1
 /// Checks each request before the file handler answers it: the method (405 with `Allow`), the request
 /// line (414) and header block (431) limits, and the body, which a static server never needs: it is read
 /// and discarded up to `http.max-body-size`, past which the answer is 413 and the connection closes.
-/// A request the parser rejects gets 431 when its header block is over the parser's limits, 400 for
-/// anything else malformed (``parserRefusal(_:)``); then the connection closes.
+/// A request the parser rejects gets 431 when its header block is over the parser's limits, 501 for a
+/// method it does not know, 505 for a version other than HTTP/1.x, 400 for anything else malformed
+/// (``parserRefusal(_:)``); then the connection closes. An HTTP/1.1 request without exactly one valid
+/// `Host` is 400 too, and a target in absolute form is served as its path.
 ///
 /// A state machine without I/O, driven by ``StaticFileHandler`` with the request parts in order, behind
 /// NIO's pipelining handler (which holds a parser error back while the previous request's response is
@@ -19,32 +21,108 @@ struct RequestGuard {
         var close: Bool
     }
 
+    /// The request being checked.
+    private struct Request {
+        var head: HTTPRequestHead
+        /// Answered with a refusal: its remaining parts are dropped.
+        var refused: Bool
+        var bodyBytes = 0
+        /// Its body went past the limit (answered with 413, or the connection closed).
+        var overLimit = false
+    }
+
     private let settings: HTTPSettings
-    /// The request being checked, and whether it was refused (its remaining parts are then dropped).
-    private var current: (head: HTTPRequestHead, refused: Bool, bodyBytes: Int)?
+    private var current: Request?
 
     init(settings: HTTPSettings) { self.settings = settings }
 
     /// A request begins: the refusal to answer it with, or nil when it may go on.
     mutating func begin(_ head: HTTPRequestHead) -> Refusal? {
+        var head = head
         let refusal = check(head)
-        current = (head, refusal != nil, 0)
+        // RFC 9110 §7.8: a server may ignore `Upgrade` and answer in HTTP/1.1, as this one does. But NIO's
+        // parser reads nothing after a request that asks for an upgrade (nor after a CONNECT): it leaves the
+        // rest of the connection to an upgrader. So the answer closes the connection, instead of leaving
+        // the client waiting for answers to requests that would never be read.
+        // RFC 9112 §6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing: close after it.
+        if Self.endsParsing(head) || (head.version == .http1_0 && head.headers.contains(name: "Transfer-Encoding")) {
+            head.headers.replaceOrAdd(name: "Connection", value: "close")
+        }
+        if let target = Self.originForm(head.uri) { head.uri = target }
+        current = Request(head: head, refused: refusal != nil)
         return refusal
     }
 
-    /// Body octets arrived: past the limit, the request to answer with 413 (once); the body itself is
-    /// dropped, nothing after the guard reads one.
-    mutating func received(bodyBytes count: Int) -> (HTTPRequestHead, Refusal)? {
-        guard var request = current, !request.refused else { return nil }
-        let (total, overflow) = request.bodyBytes.addingReportingOverflow(count)
-        request.bodyBytes = total
-        guard !overflow, total <= settings.maxBodySize else {
-            request.refused = true
-            current = request
-            return (request.head, Refusal(status: .payloadTooLarge, close: true))
+    /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` field (HTTP/1.0 at most one), and its value
+    /// is `uri-host [ ":" port ]` — possibly empty — so a byte outside the characters of an authority
+    /// (unreserved, percent-encoded, sub-delims, `:`, `[`, `]`) makes it invalid. Otherwise: 400.
+    static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
+        let values = head.headers["Host"]
+        guard values.count <= 1 else { return false }
+        guard let value = values.first else { return head.version.major == 1 && head.version.minor == 0 }
+        return value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                true
+            default:
+                Array("-._~%!$&'()*+,;=:[]".utf8).contains(byte)
+            }
         }
-        current = request
-        return nil
+    }
+
+    /// The target in origin form (`/path?query`): an absolute-form target (RFC 9112 §3.2.2, which a server
+    /// must accept: `http://host/path?query`, scheme in any case) loses its scheme and authority, which
+    /// name no file here; nil when its authority is not followed by a path, a query or nothing.
+    static func originForm(_ target: String) -> String? {
+        // The origin form, as nearly every request has it, costs one byte's look.
+        guard let first = target.utf8.first, first != UInt8(ascii: "/") else { return target }
+        for scheme in ["http://", "https://"] where target.utf8.prefix(scheme.utf8.count).map(Self.lowercased) == Array(scheme.utf8) {
+            let rest = target.utf8.dropFirst(scheme.utf8.count)
+            let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
+            // `http://` with no host is no URI (RFC 3986 §3.2.2 for http: a host is required).
+            guard end != rest.startIndex else { return nil }
+            let tail = String(target[end...])
+            return tail.hasPrefix("/") ? tail : "/" + tail
+        }
+        // Anything else (an asterisk, an authority, a relative path) is answered as it is: 404 or 405.
+        return target
+    }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+    }
+
+    /// Whether NIO's parser stops after this request (llhttp's upgrade: `Upgrade` with `Connection: upgrade`,
+    /// or CONNECT). Any `Upgrade` field counts here: closing one connection too many costs nothing.
+    static func endsParsing(_ head: HTTPRequestHead) -> Bool {
+        head.method == .CONNECT || head.headers.contains(name: "Upgrade")
+    }
+
+    /// What to do about the body octets received so far.
+    enum BodyVerdict {
+        case discard
+        /// Past the limit: answer the request with 413 and close.
+        case refuse(HTTPRequestHead, Refusal)
+        /// Past the limit, in a request already answered (refused at its head): close the connection.
+        case close
+    }
+
+    /// Body octets arrived. The body itself is dropped (nothing after the guard reads one), up to
+    /// `http.max-body-size` — in a refused request too, whose answer is already out: a client may send a
+    /// small body after a refused method and go on, but not an endless one.
+    mutating func received(bodyBytes count: Int) -> BodyVerdict {
+        guard var request = current, !request.overLimit else { return .discard }
+        let (total, overflow) = request.bodyBytes.addingReportingOverflow(count)
+        guard overflow || total > settings.maxBodySize else {
+            request.bodyBytes = total
+            current = request
+            return .discard
+        }
+        request.overLimit = true
+        defer { current = request }
+        if request.refused { return .close }
+        request.refused = true
+        return .refuse(request.head, Refusal(status: .payloadTooLarge, close: true))
     }
 
     /// The request is complete: its head, to be answered, or nil if it was refused (or none began).
@@ -57,7 +135,14 @@ struct RequestGuard {
     /// The answer to an error of NIO's HTTP parser; nil for an error that is not the parser's.
     static func parserRefusal(_ error: any Error) -> HTTPResponseStatus? {
         guard let parserError = error as? HTTPParserError else { return nil }
-        return parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        switch parserError {
+        case .headerOverflow: return .requestHeaderFieldsTooLarge
+        // RFC 9110 §9.1: a method the server does not know (`FOO`, or `get`: methods are case-sensitive).
+        case .invalidMethod: return .notImplemented
+        // RFC 9110 §15.6.6: a version this server does not speak (`HTTP/2.0` in HTTP/1 syntax).
+        case .invalidVersion: return .httpVersionNotSupported
+        default: return .badRequest
+        }
     }
 
     private func check(_ head: HTTPRequestHead) -> Refusal? {
@@ -71,8 +156,11 @@ struct RequestGuard {
         if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > settings.maxBodySize {
             return Refusal(status: .payloadTooLarge, close: true)
         }
+        guard Self.hasValidHost(head), Self.originForm(head.uri) != nil else {
+            return Refusal(status: .badRequest, close: true)
+        }
         guard head.method == .GET || head.method == .HEAD else {
-            return Refusal(status: .methodNotAllowed, headers: [("Allow", "GET, HEAD")], close: false)
+            return Refusal(status: .methodNotAllowed, headers: [("Allow", "GET, HEAD")], close: Self.endsParsing(head))
         }
         return nil
     }

@@ -15,7 +15,11 @@ enum SimpleResponse {
             headers.add(name: "Content-Length", value: String(text.utf8.count))
         }
         let keepAlive = request.isKeepAlive && !close
-        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        if !keepAlive {
+            headers.replaceOrAdd(name: "Connection", value: "close")
+        } else if request.version == .http1_0 {
+            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+        }
         let head = HTTPServerResponsePart.head(HTTPResponseHead(version: request.version, status: status, headers: headers))
         let last = lastPartPromise(context)
         if hasBody {

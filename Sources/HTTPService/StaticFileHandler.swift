@@ -36,13 +36,22 @@ final class StaticFileHandler: ChannelInboundHandler {
             accessLog?.requestBegan(head)
             if let refusal = requestGuard.begin(head) { send(refusal, to: head, context: context) }
         case .body(let body):
-            if let (head, refusal) = requestGuard.received(bodyBytes: body.readableBytes) { send(refusal, to: head, context: context) }
+            switch requestGuard.received(bodyBytes: body.readableBytes) {
+            case .discard: break
+            case .refuse(let head, let refusal): send(refusal, to: head, context: context)
+            case .close: context.close(promise: nil)
+            }
         case .end:
             if let head = requestGuard.end() { respond(to: head, context: context) }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is ByteToMessageDecoderError.PayloadTooLargeError {
+            // Input the parser no longer reads (after an upgrade request) piled up past the bound: the
+            // answer to that request, if any, is on its way or cut; nothing else can be answered.
+            return context.close(promise: nil)
+        }
         guard let status = RequestGuard.parserRefusal(error) else { return context.fireErrorCaught(error) }
         SimpleResponse.sendAndClose(status, context: context)
     }
@@ -102,8 +111,10 @@ final class StaticFileHandler: ChannelInboundHandler {
         }
         defer { if fd >= 0 { close(fd) } }
         let size = entry.validators.size
-        if entry.validators.notModified(request.headers) {
-            return SimpleResponse.send(.notModified, to: request, context: context, headers: entry.validatorHeaders, pacer: pacer)
+        switch entry.validators.precondition(request.headers) {
+        case .proceed: break
+        case .notModified: return SimpleResponse.send(.notModified, to: request, context: context, headers: entry.validatorHeaders, pacer: pacer)
+        case .failed: return SimpleResponse.send(.preconditionFailed, to: request, context: context, pacer: pacer)
         }
         var status = HTTPResponseStatus.ok
         var range = 0..<size
@@ -127,7 +138,12 @@ final class StaticFileHandler: ChannelInboundHandler {
             }
         }
         let keepAlive = request.isKeepAlive
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        if !keepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if request.version == .http1_0 {
+            // HTTP/1.0 keeps a connection only when the response says so (RFC 9112 §9.3, appendix C.2.2).
+            headers.add(name: "Connection", value: "keep-alive")
+        }
         let head = HTTPResponseHead(version: request.version, status: status, headers: headers)
         if request.method == .HEAD || range.isEmpty {
             let last = SimpleResponse.lastPartPromise(context)

@@ -18,7 +18,8 @@ enum WebRootPath {
     }
 
     static func resolve(target: String, root: String) -> Resolution {
-        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = parts.first.map(String.init) ?? ""
         guard path.hasPrefix("/") else { return .badRequest }
         // An encoded slash or backslash names no file here: it would only serve to slip past checks.
         // (Byte scans: this runs for every request.)
@@ -35,14 +36,20 @@ enum WebRootPath {
         guard var resolved = inside(candidate, root: root) else { return .notFound }
         var info = stat()
         guard stat(resolved, &info) == 0 else { return .notFound }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
+        let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+        if isDirectory {
             // Never `Location: //host/…`: a browser reads that as another site. One leading slash.
-            if !path.hasSuffix("/") { return .directoryWithoutSlash(location: "/" + path.drop { $0 == "/" } + "/") }
+            // The query goes along: it may matter to whatever the index page runs.
+            if !path.hasSuffix("/") {
+                let query = parts.count > 1 ? "?" + parts[1] : ""
+                return .directoryWithoutSlash(location: "/" + path.drop { $0 == "/" } + "/" + query)
+            }
             candidate += "/index.html"
             guard let index = inside(resolved + "/index.html", root: root), stat(index, &info) == 0 else { return .notFound }
             resolved = index
         }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { return .notFound }
+        // `/file.txt/` names a directory that is not there (as open(2) says: ENOTDIR), not the file.
+        guard (info.st_mode & S_IFMT) == S_IFREG, !path.hasSuffix("/") || isDirectory else { return .notFound }
         return .file(path: resolved, probe: candidate, identity: FileIdentity(info))
     }
 

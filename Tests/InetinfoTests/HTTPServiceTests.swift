@@ -342,12 +342,113 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
             #expect(statusLine(try rawHTTP(port: port, bigHeader)) == "HTTP/1.1 431 Request Header Fields Too Large")
             let manyHeaders = "GET / HTTP/1.1\r\n" + (0..<30).map { "X-H\($0): v\r\n" }.joined() + "\r\n"
             #expect(statusLine(try rawHTTP(port: port, manyHeaders)) == "HTTP/1.1 431 Request Header Fields Too Large")
-            #expect(statusLine(try rawHTTP(port: port, "BLAH\r\n\r\n")) == "HTTP/1.1 400 Bad Request")
+            #expect(statusLine(try rawHTTP(port: port, "GET / HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n")) == "HTTP/1.1 400 Bad Request")
+            // RFC 9110 §9.1: a method the server does not know is 501 (methods are case-sensitive: `get` too);
+            // §15.6.6: a version other than HTTP/1.x is 505.
+            for unknown in ["BLAH\r\n\r\n", "FOO /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n", "get /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n"] {
+                #expect(statusLine(try rawHTTP(port: port, unknown)) == "HTTP/1.1 501 Not Implemented", "\(unknown.debugDescription)")
+            }
+            #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt HTTP/2.0\r\nHost: t\r\n\r\n")) == "HTTP/1.1 505 HTTP Version Not Supported")
             #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")) == "HTTP/1.1 413 Payload Too Large")
             // A small body on GET is read and discarded; the connection goes on.
             let withBody = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcdeGET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             #expect(withBody.components(separatedBy: "HTTP/1.1 200 OK").count == 3)
             #expect(withBody.hasSuffix("body{}\n"))
+            // So is a small body after a refused method; an endless one is cut off past the limit, although
+            // its 405 went out before a byte of it was read.
+            let refusedSmall = try rawHTTP(port: port, "POST /hello.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcdeGET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(statusLine(refusedSmall) == "HTTP/1.1 405 Method Not Allowed")
+            #expect(refusedSmall.hasSuffix("body{}\n"))
+            let endless = try TestSocket(port: port)
+            try endless.send("POST /hello.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            var sent = 0
+            var closed = false
+            while sent < 4 << 20 {
+                do { try endless.send("400\r\n" + String(repeating: "x", count: 1024) + "\r\n", timeout: .seconds(2)) } catch { closed = true; break }
+                sent += 1024
+            }
+            let (answer, end) = endless.readText(timeout: .seconds(5))
+            #expect(statusLine(answer) == "HTTP/1.1 405 Method Not Allowed")
+            #expect(closed || end == .eof || end == .reset, "a chunked body of \(sent) bytes after a 405: the connection is still open")
+        }
+    }
+
+    /// RFC 9112 §3.2: exactly one valid `Host` in HTTP/1.1 (400 otherwise), none needed in HTTP/1.0; a
+    /// target in absolute form is served by its path (§3.2.2); `/file/` is no file; a redirect to a
+    /// directory keeps the query.
+    @Test func theHostFieldAndTheTargetAreChecked() async throws {
+        try await withWebHost { _, port, _ in
+            for request in ["GET /hello.txt HTTP/1.1\r\n\r\n", "GET /hello.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                            "GET /hello.txt HTTP/1.1\r\nHost: a b\r\n\r\n", "GET /hello.txt HTTP/1.1\r\nHost: a/b\r\n\r\n",
+                            "GET http:///hello.txt HTTP/1.1\r\nHost: a\r\n\r\n"] {
+                #expect(statusLine(try rawHTTP(port: port, request)) == "HTTP/1.1 400 Bad Request", "\(request.debugDescription)")
+            }
+            for request in ["GET /hello.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", "GET /hello.txt HTTP/1.0\r\n\r\n",
+                            "GET /hello.txt HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+                            "GET http://example.org/hello.txt HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+                            "GET HTTPS://example.org:443/hello.txt?x=1 HTTP/1.1\r\nHost: example.org\r\nConnection: close\r\n\r\n"] {
+                let response = try rawHTTP(port: port, request)
+                #expect(statusLine(response).hasSuffix(" 200 OK"), "\(request.debugDescription): \(statusLine(response))")
+                #expect(response.hasSuffix("\r\n\r\nhello, web\n"), "\(request.debugDescription)")
+            }
+            #expect(statusLine(try rawHTTP(port: port, "GET http://example.org HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found",
+                    "the root of this web root has no index")
+            #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found")
+            let redirect = try rawHTTP(port: port, "GET /docs?lang=fr HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            #expect(statusLine(redirect) == "HTTP/1.1 301 Moved Permanently")
+            #expect(header("Location", in: redirect) == "/docs/?lang=fr")
+        }
+    }
+
+    /// NIO's parser reads nothing after a request that asks for an upgrade (or a CONNECT): the server
+    /// upgrades to nothing, answers in HTTP/1.1 and closes, instead of leaving the client waiting for
+    /// answers to requests nobody reads (the bytes after such a request used to pile up without bound:
+    /// see the hostile-client suite for the memory).
+    @Test func requestsAfterWhichNothingIsParsedCloseTheConnection() async throws {
+        try await withWebHost { _, port, _ in
+            let upgrade = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /style.css HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(statusLine(upgrade) == "HTTP/1.1 200 OK")
+            #expect(header("Connection", in: upgrade) == "close")
+            #expect(upgrade.hasSuffix("hello, web\n"), "answered, then closed: \(upgrade.debugDescription)")
+            let connect = try rawHTTP(port: port, "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(statusLine(connect) == "HTTP/1.1 405 Method Not Allowed")
+            #expect(header("Connection", in: connect) == "close")
+            #expect(connect.components(separatedBy: "HTTP/1.1 ").count == 2, "\(connect.debugDescription)")
+        }
+    }
+
+    /// RFC 9110 §13.2.2: `If-Match` (strong comparison) and `If-Unmodified-Since` answer 412 when the file is
+    /// not the version the client has (a download resumer's guard against joining two versions), before
+    /// `Range` is looked at; a date that is no calendar date (31 February) is ignored.
+    @Test func preconditionsThatFailAnswer412() async throws {
+        try await withWebHost { _, port, _ in
+            let url = "http://127.0.0.1:\(port)/big.bin"
+            let etag = try #require(try curl([url, "-r", "0-0"]).headers["etag"])
+            #expect(try curl(["-H", "If-Match: \"other\"", url]).status == 412)
+            #expect(try curl(["-H", "If-Match: \"other\"", "-r", "0-1", url]).status == 412)
+            #expect(try curl(["-H", "If-Match: W/\(etag)", url]).status == 412, "weak tags never match strongly")
+            #expect(try curl(["-H", "If-Match: \"other\", \(etag)", "-r", "0-1", url]).status == 206)
+            #expect(try curl(["-H", "If-Match: *", url]).status == 200)
+            #expect(try curl(["-H", "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT", url]).status == 412)
+            #expect(try curl(["-H", "If-Unmodified-Since: Fri, 01 Jan 2100 00:00:00 GMT", url]).status == 200)
+            // If-Match decides when present: If-Unmodified-Since is then not looked at.
+            #expect(try curl(["-H", "If-Match: \(etag)", "-H", "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT", url]).status == 200)
+            #expect(try curl(["-H", "If-Modified-Since: Sat, 31 Feb 2099 00:00:00 GMT", url]).status == 200, "no such date: ignored")
+        }
+    }
+
+    /// HTTP/1.0 keeps a connection open only when the response says so (RFC 9112 §9.3).
+    @Test func anHTTP10ClientAskingForKeepAliveIsToldAndKept() async throws {
+        try await withWebHost { _, port, _ in
+            let client = try TestSocket(port: port)
+            try client.send("GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let (first, _) = client.readText(until: "hello, web\n")
+            #expect(statusLine(first) == "HTTP/1.0 200 OK")
+            #expect(header("Connection", in: first) == "keep-alive")
+            try client.send("HEAD /missing HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            let (second, _) = client.readText(until: "\r\n\r\n")
+            #expect(statusLine(second) == "HTTP/1.0 404 Not Found")
+            #expect(header("Connection", in: second) == "keep-alive")
         }
     }
 

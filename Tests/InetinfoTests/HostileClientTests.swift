@@ -316,6 +316,26 @@ struct BoundedRun {
         }
     }
 
+    /// After a request that asks for an upgrade, NIO's parser reads no more requests, and kept everything
+    /// that followed for an upgrader this server does not have: one connection made the host hold 512 MiB
+    /// in a second, and would have gone on. Now the answer closes the connection, and until then what
+    /// arrives is bounded (a few hundred KiB, past which the connection closes).
+    @Test func httpBytesAfterAnUpgradeRequestAreBounded() async throws {
+        let root = try Support.WebRoot()
+        defer { root.remove() }
+        try await Support.withServingHost([], webRoot: root) { host, pid, http, smtp in
+            let before = Support.memory(of: pid)
+            let client = try TestSocket(port: http, receiveBuffer: 4096)
+            try client.send("GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            let flood = client.flood(Array("not HTTP any more ".utf8), total: 256 << 20, hostPID: pid, baselineRSS: before.rss)
+            print("[hostile] HTTP bytes after an upgrade request: \(flood)")
+            #expect(flood.stopped.hasPrefix("the server closing"), "\(flood)")
+            #expect(flood.sent < 32 << 20, "the server took \(Support.mib(flood.sent)) after the upgrade request")
+            #expect(flood.peakRSS - before.rss < 60 << 20, "peak RSS growth \(Support.mib(flood.peakRSS - before.rss))")
+            await Support.expectServing(host, pid: pid, http: http, smtp: smtp, after: "the bytes after an upgrade request")
+        }
+    }
+
     /// A client that asks for 50 MiB and never reads: the send timeout closes the connection.
     @Test func httpClientThatNeverReadsALargeResponseIsCutOff() async throws {
         let root = try Support.WebRoot(big: true)
