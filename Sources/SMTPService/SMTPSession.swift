@@ -215,7 +215,7 @@ public struct SMTPSession: Sendable {
             guard line.count + length + 1 <= options.limits.maxCommandLine else {
                 buffer.moveReaderIndex(forwardBy: length + 1)
                 line.removeAll()
-                actions += bad("500 5.5.6 Line too long (limit \(options.limits.maxCommandLine) octets)")
+                actions += bad("500 5.5.2 Line too long (limit \(options.limits.maxCommandLine) octets)")
                 return
             }
             line += view[view.startIndex..<newline]
@@ -237,7 +237,7 @@ public struct SMTPSession: Sendable {
                 buffer.moveReaderIndex(forwardBy: view.count)
                 line.removeAll()
                 skippingLongLine = true
-                actions += bad("500 5.5.6 Line too long (limit \(options.limits.maxCommandLine) octets)")
+                actions += bad("500 5.5.2 Line too long (limit \(options.limits.maxCommandLine) octets)")
             } else {
                 line += view
                 buffer.moveReaderIndex(forwardBy: view.count)
@@ -304,6 +304,10 @@ public struct SMTPSession: Sendable {
             return [.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")]
         case "HELP":
             return [.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP")]
+        // RFC 5321 §4.2.4: known commands this server does not offer (optional, obsolete, or extensions it
+        // does not advertise) get 502; anything else is not a command (500).
+        case "EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB", "AUTH", "STARTTLS":
+            return bad("502 5.5.1 Command not implemented")
         default:
             return bad("500 5.5.2 Command not recognized")
         }
@@ -317,6 +321,7 @@ public struct SMTPSession: Sendable {
         }
         // The sender goes into the stored Return-Path: header.
         guard !Self.hasControlOctet(path) else { return bad("501 5.1.7 Bad sender address syntax") }
+        guard path.utf8.allSatisfy({ $0 < 0x80 }) else { return [.reply(Self.nonASCIIAddress)] }
         var body = BodyType.sevenBit
         for parameter in parameters {
             // Keep empty pieces: a parameter of just "=" must not leave nothing to look at (found by the fuzzer).
@@ -324,9 +329,12 @@ public struct SMTPSession: Sendable {
             let value = pieces.count == 2 ? pieces[1] : ""
             switch pieces[0].uppercased() {
             case "SIZE":
-                guard value.count <= 18, value.allSatisfy(\.isASCIIDigit), let size = Int(value) else {
+                // RFC 1870: size-value is 1*20DIGIT; one of over 18 significant digits is over any limit.
+                guard (1...20).contains(value.count), value.allSatisfy(\.isASCIIDigit) else {
                     return bad("501 5.5.4 Malformed SIZE parameter")
                 }
+                let significant = value.drop { $0 == "0" }
+                let size = significant.count <= 18 ? Int(significant.isEmpty ? "0" : significant) ?? .max : .max
                 if size > options.limits.maxMessageSize {
                     return [.reply("552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)")]
                 }
@@ -351,6 +359,7 @@ public struct SMTPSession: Sendable {
             return bad("501 5.5.4 Syntax: RCPT TO:<address>")
         }
         guard !Self.hasControlOctet(path) else { return bad("501 5.1.3 Bad recipient address syntax") }
+        guard path.utf8.allSatisfy({ $0 < 0x80 }) else { return [.reply(Self.nonASCIIAddress)] }
         guard parameters.isEmpty else { return bad("555 5.5.4 Unsupported RCPT parameter \(parameters[0])") }
         // RFC 5321 §4.5.1: "Postmaster" without a domain must be accepted.
         let address = path.lowercased() == "postmaster" ? "postmaster@\(options.postmasterDomain)" : path
@@ -360,10 +369,11 @@ public struct SMTPSession: Sendable {
         let domain = address[address.index(after: at)...].lowercased()
         // Never an open relay (MS02-011 was one).
         guard options.domains.contains(domain) else { return [.reply("550 5.7.1 Relaying denied")] }
-        let localPart = String(address[..<at])
+        // RFC 5321 §4.5.1: "postmaster" in any case is the one postmaster mailbox, never a new one per spelling.
+        let localPart = address[..<at].lowercased() == "postmaster" ? "postmaster" : String(address[..<at])
         guard MaildirWriter.isSafeLocalPart(localPart) else { return [.reply("550 5.1.1 Mailbox name not allowed")] }
         let recipient = localPart + "@" + domain
-        if let mailboxExists = options.mailboxExists, localPart.lowercased() != "postmaster", !mailboxExists(recipient) {
+        if let mailboxExists = options.mailboxExists, localPart != "postmaster", !mailboxExists(recipient) {
             return [.reply("550 5.1.1 <\(recipient)>: Recipient address rejected: no such mailbox")]
         }
         guard transaction!.recipients.count < options.limits.maxRecipients else {
@@ -376,11 +386,20 @@ public struct SMTPSession: Sendable {
     /// RFC 3030 §2: `BDAT <chunk-size> [LAST]`; the chunk's octets follow the command line's CRLF.
     private mutating func bdat(_ argument: String) -> [Action] {
         let words = argument.split(separator: " ", omittingEmptySubsequences: true)
-        guard let sizeWord = words.first, sizeWord.count <= 18, sizeWord.allSatisfy(\.isASCIIDigit),
-              let size = Int(sizeWord)
-        else {
+        guard let sizeWord = words.first, sizeWord.allSatisfy(\.isASCIIDigit) else {
             // No size could be parsed, so no octets are known to follow: nothing to discard.
             return bad("501 5.5.4 Syntax: BDAT chunk-size [LAST]")
+        }
+        // RFC 3030 §2: chunk-size is 1*DIGIT, leading zeros and all. A size of more than 18 significant
+        // digits is valid, but no session lives to read that many octets, and answering the line and
+        // going on would read the chunk's octets as commands: the session ends instead.
+        let significant = sizeWord.drop { $0 == "0" }
+        guard significant.count <= 18, let size = Int(significant.isEmpty ? "0" : significant) else {
+            let wasSpooling = isSpooling
+            input = .closed
+            transaction = nil
+            return (wasSpooling ? [.discardMessage] : [])
+                + [.reply("552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets); closing connection"), .close]
         }
         let last: Bool
         switch words.count {
@@ -394,16 +413,21 @@ public struct SMTPSession: Sendable {
         guard !transaction.recipients.isEmpty else {
             return rejectChunk(size: size, reply: "503 5.5.1 Need RCPT command", countsAsBad: true)
         }
-        if transaction.failed {
-            return rejectChunk(size: size, reply: "552 5.3.4 Message size exceeds fixed maximum message size; send RSET", countsAsBad: false)
-        }
-        if transaction.size + size > options.limits.maxMessageSize {
-            self.transaction!.failed = true
-            let wasSpooling = transaction.chunking
-            var actions: [Action] = wasSpooling ? [.discardMessage] : []
-            // The transaction stays open (failed) until RSET, so later BDATs are discarded too.
-            self.transaction!.chunking = true
-            actions += rejectChunk(size: size, reply: "552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)", countsAsBad: false)
+        if transaction.failed || transaction.size + size > options.limits.maxMessageSize {
+            let reply = transaction.failed && !last
+                ? "552 5.3.4 Message size exceeds fixed maximum message size; send RSET"
+                : "552 5.3.4 Message size exceeds fixed maximum message size (\(options.limits.maxMessageSize) octets)"
+            var actions: [Action] = transaction.chunking && !transaction.failed ? [.discardMessage] : []
+            if last {
+                // The LAST chunk's reply ends the transaction, as the end of DATA does: the next MAIL
+                // begins a new one, without RSET.
+                self.transaction = nil
+            } else {
+                // Open (failed) until RSET or the LAST chunk, so later chunks are discarded too.
+                self.transaction!.failed = true
+                self.transaction!.chunking = true
+            }
+            actions += rejectChunk(size: size, reply: reply, countsAsBad: false)
             return actions
         }
         var actions: [Action] = []
@@ -554,6 +578,9 @@ public struct SMTPSession: Sendable {
         return (wasSpooling ? [.discardMessage] : [])
             + [.reply("521 5.5.2 \(options.hostName) Error: bare <LF> received"), .close]
     }
+
+    /// An address with octets above 127: this server does not offer SMTPUTF8 (RFC 6531, which registers 5.6.7).
+    static let nonASCIIAddress = "553 5.6.7 Non-ASCII addresses are not permitted (no SMTPUTF8)"
 
     /// C0 controls and DEL: never part of a host name or an address, and dangerous in a stored header.
     static func hasControlOctet(_ text: String) -> Bool {

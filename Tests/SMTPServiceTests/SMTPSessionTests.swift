@@ -92,6 +92,11 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         #expect(codes(driver.send("HELP\r\n")) == ["214"])
         #expect(driver.send("NOOP\r\n") == ["250 2.0.0 OK"])
         #expect(driver.send("XYZZY\r\n") == ["500 5.5.2 Command not recognized"])
+        // RFC 5321 §4.2.4: a command that exists but is not offered here is 502, not 500.
+        #expect(driver.send("EXPN staff\r\n") == ["502 5.5.1 Command not implemented"])
+        #expect(driver.send("AUTH LOGIN\r\n") == ["502 5.5.1 Command not implemented"])
+        // No SMTPUTF8: non-ASCII addresses are refused as RFC 6531 says, for the recipient and the sender.
+        #expect(driver.send("RCPT TO:<jöhn@localhost>\r\n") == ["553 5.6.7 Non-ASCII addresses are not permitted (no SMTPUTF8)"])
         #expect(driver.send("RSET\r\n") == ["250 2.0.0 OK"])
         #expect(driver.send("RCPT TO:<bob@localhost>\r\n") == ["503 5.5.1 Need MAIL before RCPT"])
         #expect(driver.send("QUIT\r\n") == ["221 2.0.0 mx.test closing connection"])
@@ -103,6 +108,12 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         driver.send("EHLO c\r\n")
         #expect(driver.send("MAIL FROM:<a@b> SIZE=1001\r\n") == ["552 5.3.4 Message size exceeds fixed maximum message size (1000 octets)"])
         #expect(driver.send("MAIL FROM:<a@b> SIZE=-1\r\n") == ["501 5.5.4 Malformed SIZE parameter"])
+        // RFC 1870: size-value is 1*20DIGIT, leading zeros and all.
+        #expect(driver.send("MAIL FROM:<a@b> SIZE=99999999999999999999\r\n") == ["552 5.3.4 Message size exceeds fixed maximum message size (1000 octets)"])
+        #expect(driver.send("MAIL FROM:<a@b> SIZE=123456789012345678901\r\n") == ["501 5.5.4 Malformed SIZE parameter"])
+        #expect(driver.send("MAIL FROM:<jöhn@b>\r\n") == ["553 5.6.7 Non-ASCII addresses are not permitted (no SMTPUTF8)"])
+        #expect(driver.send("MAIL FROM:<a@b> SIZE=0000000000000000001\r\n") == ["250 2.1.0 Sender OK"])
+        driver.send("RSET\r\n")
         #expect(codes(driver.send("MAIL FROM:<a@b> BODY=9BIT\r\n")) == ["501"])
         #expect(codes(driver.send("MAIL FROM:<a@b> AUTH=<>\r\n")) == ["555"])
         // Found by the fuzzer: a bare "=" as a parameter trapped on an empty split.
@@ -135,7 +146,7 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
     @Test func commandLinesOverTheLimitAreRefusedAndTheSessionStaysInSync() {
         var driver = EngineDriver()
         let long = "NOOP " + String(repeating: "x", count: 600) + "\r\n"
-        #expect(driver.send(long + "NOOP\r\n", pieces: 5) == ["500 5.5.6 Line too long (limit 512 octets)", "250 2.0.0 OK"])
+        #expect(driver.send(long + "NOOP\r\n", pieces: 5) == ["500 5.5.2 Line too long (limit 512 octets)", "250 2.0.0 OK"])
     }
 
     @Test func tooManyBadCommandsCloseTheSession() {
@@ -175,7 +186,7 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
 
     @Test(arguments: [
         ("BDAT\r\n", "", true), ("BDAT x\r\n", "", true), ("BDAT -4\r\n", "", true), ("BDAT +4\r\n", "", true),
-        ("BDAT 99999999999999999999\r\n", "", true), ("BDAT 4 FIRST\r\n", "abcd", false), ("BDAT 4 LAST extra\r\n", "abcd", false),
+        ("BDAT 4 FIRST\r\n", "abcd", false), ("BDAT 4 LAST extra\r\n", "abcd", false),
     ])
     func malformedBdatGets501AndParsedOctetsAreDiscarded(line: String, octets: String, noSize: Bool) {
         var driver = EngineDriver()
@@ -183,6 +194,22 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         let replies = driver.send(line + octets + "NOOP\r\n")
         #expect(replies == ["501 5.5.4 Syntax: BDAT chunk-size [LAST]", "250 2.0.0 OK"], "\(line)")
         #expect(driver.messages.isEmpty)
+    }
+
+    /// RFC 3030 §2: chunk-size is 1*DIGIT. Leading zeros are read as such (the chunk's octets are data,
+    /// never commands); a size of more than 18 significant digits ends the session with 552, since its
+    /// octets could never all be read and anything after the line would be read as commands.
+    @Test func bdatSizesAreReadAsDigitsWhateverTheirWidth() {
+        var driver = EngineDriver()
+        driver.transaction()
+        #expect(driver.send("BDAT 0000000000000000034 LAST\r\nNOOP smuggled-1\r\nNOOP smuggled-2\r\n") == ["250 2.0.0 Message accepted for delivery as ID"])
+        #expect(driver.messages.map { $0.1 } == [Array("NOOP smuggled-1\r\nNOOP smuggled-2\r\n".utf8)])
+        driver.transaction()
+        driver.send("BDAT 2\r\nab")
+        #expect(driver.send("BDAT 99999999999999999999\r\nNOOP\r\n") == ["552 5.3.4 Message size exceeds fixed maximum message size (1000 octets); closing connection"])
+        #expect(driver.closed)
+        #expect(driver.discarded == 1)
+        #expect(driver.messages.count == 1)
     }
 
     @Test func bdatWithoutMailOrRcptGets503AndItsOctetsAreDiscarded() {
@@ -226,16 +253,27 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         #expect(codes(driver.send("BDAT 3 LAST\r\n\u{0}\u{1}\u{2}")) == ["250"])
     }
 
-    @Test func aChunkPastTheSizeLimitGets552AndTheTransactionFailsUntilRset() {
+    /// A chunk past the limit fails the transaction: later chunks get 552 too (their octets discarded),
+    /// until RSET or the LAST chunk, whose 552 ends the transaction as the end of DATA does.
+    @Test func aChunkPastTheSizeLimitGets552AndTheTransactionFailsUntilItsLastChunk() {
         var driver = EngineDriver(maxSize: 10)
         driver.transaction()
-        let replies = driver.send("BDAT 6\r\n123456BDAT 6\r\n7890abBDAT 2 LAST\r\nzzMAIL FROM:<c@d>\r\nRSET\r\nNOOP\r\n")
-        #expect(codes(replies) == ["250", "552", "552", "503", "250", "250"])
+        let replies = driver.send("BDAT 6\r\n123456BDAT 6\r\n7890abNOOP\r\nMAIL FROM:<c@d>\r\nBDAT 2\r\nyyBDAT 2 LAST\r\nzzMAIL FROM:<c@d>\r\nRSET\r\nNOOP\r\n")
+        #expect(codes(replies) == ["250", "552", "250", "503", "552", "552", "250", "250", "250"])
         #expect(driver.messages.isEmpty)
-        #expect(driver.discarded >= 1)
-        // After RSET a new transaction works.
+        #expect(driver.discarded == 1)
+        // A LAST chunk that is over the limit by itself: 552, and the next MAIL needs no RSET.
         driver.transaction()
-        #expect(codes(driver.send("BDAT 3 LAST\r\nabc")) == ["250"])
+        #expect(codes(driver.send("BDAT 11 LAST\r\n12345678901MAIL FROM:<e@f>\r\nRCPT TO:<bob@localhost>\r\nBDAT 3 LAST\r\nabc")) == ["552", "250", "250", "250"])
+        #expect(driver.messages.map { $0.1 } == [Array("abc".utf8)])
+    }
+
+    /// RFC 5321 §4.5.1: postmaster is one mailbox whatever the case it is written in.
+    @Test func postmasterInAnyCaseIsThePostmaster() {
+        var driver = EngineDriver()
+        driver.send("EHLO c\r\nMAIL FROM:<a@b>\r\n")
+        #expect(codes(driver.send("RCPT TO:<PoStMaStEr@localhost>\r\nRCPT TO:<POSTMASTER>\r\nDATA\r\nhi\r\n.\r\n")) == ["250", "250", "354", "250"])
+        #expect(driver.messages.first?.0.recipients == ["postmaster@localhost", "postmaster@localhost"])
     }
 
     @Test func rsetBetweenChunksDiscardsWhatWasReceived() {
