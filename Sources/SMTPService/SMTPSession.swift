@@ -131,11 +131,16 @@ public struct SMTPSession: Sendable {
 
     // MARK: - Input
 
-    /// Consumes as much of `buffer` as it can and returns what to do. Input left in `buffer` (only while
-    /// awaiting a delivery) must be passed again after ``deliveryFinished(_:)``.
+    /// Consumes as much of `buffer` as it can and returns what to do; it stops early where message content
+    /// ends (a chunk, or DATA refused as too large) with commands behind it, so that the caller feeds
+    /// those commands a slice at a time, as it does all commands: content is passed whole, and a chunk
+    /// followed by 64 KiB of pipelined commands would otherwise answer them all at once, whether the
+    /// client reads the replies or not. Input left in `buffer` must be passed again (after
+    /// ``deliveryFinished(_:)`` when awaiting a delivery).
     public mutating func receive(_ buffer: inout ByteBuffer) -> [Action] {
         var actions: [Action] = []
         while buffer.readableBytes > 0 {
+            let wasContent = isReceivingContent
             switch input {
             case .closed, .awaitingDelivery:
                 return actions
@@ -150,6 +155,7 @@ public struct SMTPSession: Sendable {
                 input = .chunk(remaining: remaining - count, keep: keep, last: last, reply: reply)
                 if remaining - count == 0 { finishChunk(keep: keep, last: last, reply: reply, into: &actions) }
             }
+            if wasContent, input == .command { return actions }
         }
         return actions
     }

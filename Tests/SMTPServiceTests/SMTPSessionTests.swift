@@ -29,12 +29,17 @@ struct EngineDriver {
         while offset < bytes.count {
             var buffer = ByteBuffer(bytes: bytes[offset..<min(offset + size, bytes.count)])
             offset += size
+            // As the handler does: again until the read is consumed (the engine stops where content ends).
             while true {
+                let before = buffer.readableBytes
                 perform(session.receive(&buffer))
-                guard session.isAwaitingDelivery else { break }
-                messages.append(current!)
-                current = nil
-                perform(session.deliveryFinished(.delivered(id: "ID")))
+                if session.isAwaitingDelivery {
+                    messages.append(current!)
+                    current = nil
+                    perform(session.deliveryFinished(.delivered(id: "ID")))
+                    continue
+                }
+                guard buffer.readableBytes > 0, buffer.readableBytes < before, !session.isClosed else { break }
             }
         }
         return Array(replies[before...])
@@ -210,6 +215,23 @@ func codes(_ replies: [String]) -> [String] { replies.map { String($0.prefix(3))
         #expect(driver.closed)
         #expect(driver.discarded == 1)
         #expect(driver.messages.count == 1)
+    }
+
+    /// The engine stops where content ends, so that the handler feeds the commands behind it a slice at a
+    /// time (and stops while the client does not read the replies), as it does every command.
+    @Test func receiveStopsWhereAChunkEndsWithCommandsBehindIt() {
+        var driver = EngineDriver()
+        driver.transaction()
+        var buffer = ByteBuffer(string: "BDAT 1\r\nx" + String(repeating: "NOOP\r\n", count: 100))
+        var replies: [String] = []
+        for action in driver.session.receive(&buffer) { if case .reply(let text) = action { replies.append(text) } }
+        #expect(replies == ["250 2.0.0 1 octets received"])
+        #expect(buffer.readableBytes == 600, "the NOOPs wait for the next call")
+        var refused = ByteBuffer(string: "BDAT 2000 LAST\r\n" + String(repeating: "y", count: 2000) + "NOOP\r\n")
+        replies = []
+        for action in driver.session.receive(&refused) { if case .reply(let text) = action { replies.append(text) } }
+        #expect(replies == ["552 5.3.4 Message size exceeds fixed maximum message size (1000 octets)"])
+        #expect(refused.readableBytes == 6)
     }
 
     @Test func bdatWithoutMailOrRcptGets503AndItsOctetsAreDiscarded() {
