@@ -36,8 +36,19 @@ struct RequestGuard {
 
     init(settings: HTTPSettings) { self.settings = settings }
 
-    /// A request begins: the refusal to answer it with, or nil when it may go on.
-    mutating func begin(_ head: HTTPRequestHead) -> Refusal? {
+    /// What to do with a request whose head has arrived.
+    enum Verdict {
+        /// Answer it once it is complete (its body, if any, read and discarded).
+        case proceed
+        case refuse(Refusal)
+        /// Answer it now, this head (which closes the connection), without waiting for its body: the
+        /// client waits for a `100 Continue` before it sends one (`Expect: 100-continue`), and a final
+        /// answer at once is what RFC 9110 §10.1.1 allows instead; a static file needs no body.
+        case answerNow(HTTPRequestHead)
+    }
+
+    /// A request begins.
+    mutating func begin(_ head: HTTPRequestHead) -> Verdict {
         var head = head
         let refusal = check(head)
         // RFC 9110 §7.8: a server may ignore `Upgrade` and answer in HTTP/1.1, as this one does. But NIO's
@@ -49,8 +60,26 @@ struct RequestGuard {
             head.headers.replaceOrAdd(name: "Connection", value: "close")
         }
         if let target = Self.originForm(head.uri) { head.uri = target }
-        current = Request(head: head, refused: refusal != nil)
-        return refusal
+        if let refusal {
+            current = Request(head: head, refused: true)
+            return .refuse(refusal)
+        }
+        if Self.expectsContinue(head) {
+            head.headers.replaceOrAdd(name: "Connection", value: "close")
+            // Answered: what follows of it is dropped (and its body bounded as a refused one's).
+            current = Request(head: head, refused: true)
+            return .answerNow(head)
+        }
+        current = Request(head: head, refused: false)
+        return .proceed
+    }
+
+    /// RFC 9110 §10.1.1: an HTTP/1.1 request with `Expect: 100-continue` and content to send (an HTTP/1.0
+    /// one's expectation is ignored, as is one without content).
+    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        guard head.version.major == 1, head.version.minor >= 1, head.headers.contains(name: "Expect") else { return false }
+        let length = head.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0
+        return length > 0 || head.headers.contains(name: "Transfer-Encoding")
     }
 
     /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` field (HTTP/1.0 at most one), and its value
@@ -158,6 +187,12 @@ struct RequestGuard {
         }
         guard Self.hasValidHost(head), Self.originForm(head.uri) != nil else {
             return Refusal(status: .badRequest, close: true)
+        }
+        // RFC 9110 §10.1.1: 100-continue is the only expectation there is; any other gets 417 (HTTP/1.1 only:
+        // an HTTP/1.0 server would not know the field).
+        if head.version.minor >= 1,
+           head.headers[canonicalForm: "Expect"].contains(where: { $0.lowercased() != "100-continue" }) {
+            return Refusal(status: .expectationFailed, close: true)
         }
         guard head.method == .GET || head.method == .HEAD else {
             return Refusal(status: .methodNotAllowed, headers: [("Allow", "GET, HEAD")], close: Self.endsParsing(head))

@@ -34,7 +34,11 @@ final class StaticFileHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             accessLog?.requestBegan(head)
-            if let refusal = requestGuard.begin(head) { send(refusal, to: head, context: context) }
+            switch requestGuard.begin(head) {
+            case .proceed: break
+            case .refuse(let refusal): send(refusal, to: head, context: context)
+            case .answerNow(let head): respond(to: head, context: context)
+            }
         case .body(let body):
             switch requestGuard.received(bodyBytes: body.readableBytes) {
             case .discard: break

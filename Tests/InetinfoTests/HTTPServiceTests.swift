@@ -437,6 +437,25 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
         }
     }
 
+    /// RFC 9110 §10.1.1: a client that sends `Expect: 100-continue` waits before sending its content; the
+    /// server answers at once (a static file needs no content) and closes, rather than waiting for content
+    /// that waits for it. Any other expectation is 417; HTTP/1.0's is ignored.
+    @Test func expectationsAreAnsweredWithoutWaitingForTheContent() async throws {
+        try await withWebHost { _, port, _ in
+            let started = ContinuousClock.now
+            let waiting = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                                      timeout: .seconds(3))
+            #expect(ContinuousClock.now - started < .seconds(2))
+            #expect(statusLine(waiting) == "HTTP/1.1 200 OK")
+            #expect(header("Connection", in: waiting) == "close")
+            #expect(waiting.hasSuffix("hello, web\n"))
+            #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n")) == "HTTP/1.1 417 Expectation Failed")
+            let old = try rawHTTP(port: port, "GET /hello.txt HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc")
+            #expect(statusLine(old) == "HTTP/1.0 200 OK")
+            #expect(old.hasSuffix("hello, web\n"))
+        }
+    }
+
     /// HTTP/1.0 keeps a connection open only when the response says so (RFC 9112 §9.3).
     @Test func anHTTP10ClientAskingForKeepAliveIsToldAndKept() async throws {
         try await withWebHost { _, port, _ in
