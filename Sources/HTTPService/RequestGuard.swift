@@ -50,13 +50,16 @@ struct RequestGuard {
     /// A request begins.
     mutating func begin(_ head: HTTPRequestHead) -> Verdict {
         var head = head
-        let refusal = check(head)
+        let fields = HeadFields(head.headers)
+        let refusal = check(head, fields)
         // RFC 9110 §7.8: a server may ignore `Upgrade` and answer in HTTP/1.1, as this one does. But NIO's
         // parser reads nothing after a request that asks for an upgrade (nor after a CONNECT): it leaves the
         // rest of the connection to an upgrader. So the answer closes the connection, instead of leaving
-        // the client waiting for answers to requests that would never be read.
-        // RFC 9112 §6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing: close after it.
-        if Self.endsParsing(head) || (head.version == .http1_0 && head.headers.contains(name: "Transfer-Encoding")) {
+        // the client waiting for answers to requests that would never be read. (Any `Upgrade` counts, with
+        // or without `Connection: upgrade`, which llhttp also wants: one connection closed too many costs
+        // nothing.) RFC 9112 §6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing: close
+        // after it too.
+        if head.method == .CONNECT || fields.upgrade || (head.version == .http1_0 && fields.transferEncoding) {
             head.headers.replaceOrAdd(name: "Connection", value: "close")
         }
         if let target = Self.originForm(head.uri) { head.uri = target }
@@ -64,7 +67,9 @@ struct RequestGuard {
             current = Request(head: head, refused: true)
             return .refuse(refusal)
         }
-        if Self.expectsContinue(head) {
+        // RFC 9110 §10.1.1: HTTP/1.1 with `Expect: 100-continue` and content to send (HTTP/1.0's expectation
+        // is ignored, as is one without content).
+        if fields.expectsContinue, head.version.minor >= 1, fields.contentLength ?? 0 > 0 || fields.transferEncoding {
             head.headers.replaceOrAdd(name: "Connection", value: "close")
             // Answered: what follows of it is dropped (and its body bounded as a refused one's).
             current = Request(head: head, refused: true)
@@ -74,27 +79,65 @@ struct RequestGuard {
         return .proceed
     }
 
-    /// RFC 9110 §10.1.1: an HTTP/1.1 request with `Expect: 100-continue` and content to send (an HTTP/1.0
-    /// one's expectation is ignored, as is one without content).
-    static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
-        guard head.version.major == 1, head.version.minor >= 1, head.headers.contains(name: "Expect") else { return false }
-        let length = head.headers.first(name: "Content-Length").flatMap(Int.init) ?? 0
-        return length > 0 || head.headers.contains(name: "Transfer-Encoding")
+    /// What the guard needs of a head's fields, in one pass: every `HTTPHeaders` lookup is a pass of its
+    /// own with a case-insensitive comparison per field, and this runs for every request.
+    struct HeadFields {
+        /// The octets of the header block, as the parser counted them (`name: value\r\n`).
+        var octets = 0
+        var contentLength: Int?
+        var hosts = 0
+        var host = ""
+        var upgrade = false
+        var transferEncoding = false
+        var expectsContinue = false
+        /// An expectation other than 100-continue.
+        var expectsOther = false
+
+        init(_ headers: HTTPHeaders) {
+            for (name, value) in headers {
+                octets += name.utf8.count + value.utf8.count + 4
+                switch name.utf8.count {
+                case 4 where Self.named(name.utf8, "host"):
+                    hosts += 1
+                    host = value
+                case 6 where Self.named(name.utf8, "expect"):
+                    for member in value.utf8.split(separator: UInt8(ascii: ",")) {
+                        let trimmed = member.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }.reversed()
+                        if Self.named(trimmed, "100-continue") { expectsContinue = true } else { expectsOther = true }
+                    }
+                case 7 where Self.named(name.utf8, "upgrade"):
+                    upgrade = true
+                case 14 where Self.named(name.utf8, "content-length"):
+                    if contentLength == nil { contentLength = Int(value) ?? 0 }
+                case 17 where Self.named(name.utf8, "transfer-encoding"):
+                    transferEncoding = true
+                default:
+                    break
+                }
+            }
+        }
+
+        /// ASCII case-insensitive equality with a lower-case name.
+        static func named(_ bytes: some Sequence<UInt8>, _ lowercased: String) -> Bool {
+            bytes.elementsEqual(lowercased.utf8) { ($0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0) == $1 }
+        }
     }
 
     /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host` field (HTTP/1.0 at most one), and its value
     /// is `uri-host [ ":" port ]` — possibly empty — so a byte outside the characters of an authority
     /// (unreserved, percent-encoded, sub-delims, `:`, `[`, `]`) makes it invalid. Otherwise: 400.
-    static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
-        let values = head.headers["Host"]
-        guard values.count <= 1 else { return false }
-        guard let value = values.first else { return head.version.major == 1 && head.version.minor == 0 }
-        return value.utf8.allSatisfy { byte in
+    static func hasValidHost(_ fields: HeadFields, version: HTTPVersion) -> Bool {
+        guard fields.hosts == 1 else { return fields.hosts == 0 && version == .http1_0 }
+        return fields.host.utf8.allSatisfy { byte in
             switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: "!"),
+                 UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"),
+                 UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "["),
+                 UInt8(ascii: "]"):
                 true
             default:
-                Array("-._~%!$&'()*+,;=:[]".utf8).contains(byte)
+                false
             }
         }
     }
@@ -105,7 +148,7 @@ struct RequestGuard {
     static func originForm(_ target: String) -> String? {
         // The origin form, as nearly every request has it, costs one byte's look.
         guard let first = target.utf8.first, first != UInt8(ascii: "/") else { return target }
-        for scheme in ["http://", "https://"] where target.utf8.prefix(scheme.utf8.count).map(Self.lowercased) == Array(scheme.utf8) {
+        for scheme in ["http://", "https://"] where HeadFields.named(target.utf8.prefix(scheme.utf8.count), scheme) {
             let rest = target.utf8.dropFirst(scheme.utf8.count)
             let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? rest.endIndex
             // `http://` with no host is no URI (RFC 3986 §3.2.2 for http: a host is required).
@@ -115,16 +158,6 @@ struct RequestGuard {
         }
         // Anything else (an asterisk, an authority, a relative path) is answered as it is: 404 or 405.
         return target
-    }
-
-    private static func lowercased(_ byte: UInt8) -> UInt8 {
-        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
-    }
-
-    /// Whether NIO's parser stops after this request (llhttp's upgrade: `Upgrade` with `Connection: upgrade`,
-    /// or CONNECT). Any `Upgrade` field counts here: closing one connection too many costs nothing.
-    static func endsParsing(_ head: HTTPRequestHead) -> Bool {
-        head.method == .CONNECT || head.headers.contains(name: "Upgrade")
     }
 
     /// What to do about the body octets received so far.
@@ -174,28 +207,26 @@ struct RequestGuard {
         }
     }
 
-    private func check(_ head: HTTPRequestHead) -> Refusal? {
+    private func check(_ head: HTTPRequestHead, _ fields: HeadFields) -> Refusal? {
         if head.uri.utf8.count > settings.maxRequestLine {
             return Refusal(status: .uriTooLong, close: true)
         }
-        let headerBytes = head.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        if headerBytes > settings.maxHeaderSize {
+        if fields.octets > settings.maxHeaderSize {
             return Refusal(status: .requestHeaderFieldsTooLarge, close: true)
         }
-        if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > settings.maxBodySize {
+        if let length = fields.contentLength, length > settings.maxBodySize {
             return Refusal(status: .payloadTooLarge, close: true)
         }
-        guard Self.hasValidHost(head), Self.originForm(head.uri) != nil else {
+        guard Self.hasValidHost(fields, version: head.version), Self.originForm(head.uri) != nil else {
             return Refusal(status: .badRequest, close: true)
         }
         // RFC 9110 §10.1.1: 100-continue is the only expectation there is; any other gets 417 (HTTP/1.1 only:
         // an HTTP/1.0 server would not know the field).
-        if head.version.minor >= 1,
-           head.headers[canonicalForm: "Expect"].contains(where: { $0.lowercased() != "100-continue" }) {
+        if fields.expectsOther, head.version.minor >= 1 {
             return Refusal(status: .expectationFailed, close: true)
         }
         guard head.method == .GET || head.method == .HEAD else {
-            return Refusal(status: .methodNotAllowed, headers: [("Allow", "GET, HEAD")], close: Self.endsParsing(head))
+            return Refusal(status: .methodNotAllowed, headers: [("Allow", "GET, HEAD")], close: head.method == .CONNECT || fields.upgrade)
         }
         return nil
     }

@@ -20,6 +20,9 @@ final class StaticFileHandler: ChannelInboundHandler {
     private let encoder: ResponseEncoder
     private let accessLog: AccessLogRecorder?
     private var requestGuard: RequestGuard
+    /// A response that closes the connection has begun: requests pipelined behind it are not answered
+    /// (NIO's pipelining handler would still hand them over, and their answers would race the close).
+    private var closing = false
 
     init(settings: HTTPSettings, cache: FileCache, pacer: ResponsePacer, encoder: ResponseEncoder, accessLog: AccessLogRecorder?) {
         root = settings.webRoot
@@ -31,6 +34,7 @@ final class StaticFileHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
             accessLog?.requestBegan(head)
@@ -57,10 +61,12 @@ final class StaticFileHandler: ChannelInboundHandler {
             return context.close(promise: nil)
         }
         guard let status = RequestGuard.parserRefusal(error) else { return context.fireErrorCaught(error) }
+        closing = true
         SimpleResponse.sendAndClose(status, context: context)
     }
 
     private func send(_ refusal: RequestGuard.Refusal, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if refusal.close || !head.isKeepAlive { closing = true }
         SimpleResponse.send(refusal.status, to: head, context: context, headers: refusal.headers, close: refusal.close, pacer: pacer)
     }
 
@@ -107,6 +113,7 @@ final class StaticFileHandler: ChannelInboundHandler {
     }
 
     private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
+        if !request.isKeepAlive { closing = true }
         let entry: FileCache.Entry
         var fd: Int32
         switch lookup(request.uri) {

@@ -20,22 +20,47 @@ struct Validators {
 
     /// RFC 9110 §13.2.2, in its order: `If-Match` (strong comparison; `*` matches any file), else
     /// `If-Unmodified-Since`; then `If-None-Match` (weak comparison), else `If-Modified-Since`. A date that
-    /// does not parse is ignored, as the RFC says.
+    /// does not parse is ignored, as the RFC says. One pass over the fields: most requests have none of
+    /// these, and each `HTTPHeaders` lookup would be a pass of its own.
     func precondition(_ headers: HTTPHeaders) -> Precondition {
-        let im = headers[canonicalForm: "If-Match"]
-        if !im.isEmpty {
-            guard im.contains(where: { tag in tag == "*" || (!tag.hasPrefix("W/") && tag == etag) }) else { return .failed }
-        } else if let since = headers.first(name: "If-Unmodified-Since"), let date = HTTPDate.parse(since), modifiedSeconds > date {
+        var ifMatch: [Substring]?, ifNoneMatch: [Substring]?, modifiedSince: String?, unmodifiedSince: String?
+        for (name, value) in headers {
+            let bytes = name.utf8
+            guard bytes.count >= 8, bytes.first.map({ $0 | 0x20 }) == UInt8(ascii: "i") else { continue }
+            switch bytes.count {
+            case 8 where RequestGuard.HeadFields.named(bytes, "if-match"):
+                ifMatch = (ifMatch ?? []) + Self.members(value)
+            case 13 where RequestGuard.HeadFields.named(bytes, "if-none-match"):
+                ifNoneMatch = (ifNoneMatch ?? []) + Self.members(value)
+            case 17 where RequestGuard.HeadFields.named(bytes, "if-modified-since"):
+                if modifiedSince == nil { modifiedSince = value }
+            case 19 where RequestGuard.HeadFields.named(bytes, "if-unmodified-since"):
+                if unmodifiedSince == nil { unmodifiedSince = value }
+            default:
+                break
+            }
+        }
+        if let ifMatch {
+            guard ifMatch.contains(where: { tag in tag == "*" || (!tag.hasPrefix("W/") && tag == etag) }) else { return .failed }
+        } else if let since = unmodifiedSince.flatMap(HTTPDate.parse), modifiedSeconds > since {
             return .failed
         }
-        let inm = headers[canonicalForm: "If-None-Match"]
-        if !inm.isEmpty {
-            return inm.contains { tag in tag == "*" || Self.opaque(String(tag)) == Self.opaque(etag) } ? .notModified : .proceed
+        if let ifNoneMatch {
+            return ifNoneMatch.contains { tag in tag == "*" || Self.opaque(String(tag)) == Self.opaque(etag) } ? .notModified : .proceed
         }
-        if let since = headers.first(name: "If-Modified-Since"), let date = HTTPDate.parse(since), modifiedSeconds <= date {
+        if let since = modifiedSince.flatMap(HTTPDate.parse), modifiedSeconds <= since {
             return .notModified
         }
         return .proceed
+    }
+
+    /// A list field's members (RFC 9110 §5.6.1), without the spaces around them.
+    private static func members(_ value: String) -> [Substring] {
+        value.split(separator: ",").map { member in
+            let start = member.firstIndex { $0 != " " && $0 != "\t" } ?? member.endIndex
+            let end = member.lastIndex { $0 != " " && $0 != "\t" }.map(member.index(after:)) ?? start
+            return member[start..<max(start, end)]
+        }.filter { !$0.isEmpty }
     }
 
     /// `If-Range`: the range is served only if the validator still matches (strong comparison for tags).

@@ -127,7 +127,8 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
 
     @Test func pipelinedRequestsAreAnsweredInOrderAndConnectionCloseIsHonoured() async throws {
         try await withWebHost { _, port, _ in
-            let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /style.css HTTP/1.1\r\nHost: t\r\n\r\nGET /docs/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            // A request pipelined behind the one that says `Connection: close` is not answered (RFC 9112 §9.6).
+            let response = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\nGET /style.css HTTP/1.1\r\nHost: t\r\n\r\nGET /docs/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n")
             let bodies = ["hello, web\n", "body{}\n", "<h1>docs</h1>\n"]
             var position = response.startIndex
             for body in bodies {
@@ -394,6 +395,10 @@ func curl(_ arguments: [String]) throws -> (status: Int, headers: [String: Strin
             #expect(statusLine(try rawHTTP(port: port, "GET http://example.org HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found",
                     "the root of this web root has no index")
             #expect(statusLine(try rawHTTP(port: port, "GET /hello.txt/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")) == "HTTP/1.1 404 Not Found")
+            // A refusal that closes the connection is the last answer on it, whatever was pipelined behind.
+            let refusedFirst = try rawHTTP(port: port, "GET /hello.txt HTTP/1.1\r\nHost: a b\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: a\r\n\r\nGET /style.css HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(statusLine(refusedFirst) == "HTTP/1.1 400 Bad Request")
+            #expect(refusedFirst.components(separatedBy: "HTTP/1.1 ").count == 2, "\(refusedFirst.debugDescription)")
             let redirect = try rawHTTP(port: port, "GET /docs?lang=fr HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
             #expect(statusLine(redirect) == "HTTP/1.1 301 Moved Permanently")
             #expect(header("Location", in: redirect) == "/docs/?lang=fr")
