@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOPosix
@@ -35,7 +36,10 @@ public final class ControlServer: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o755])
         }
-        if FileManager.default.fileExists(atPath: path) {
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            // Only a socket is ever replaced: a file that an operator's typo points at is not removed.
+            guard existing.st_mode & S_IFMT == S_IFSOCK else { throw ControlError.notASocket(path) }
             if ControlClient(path: path, timeout: 1).isHostListening() {
                 throw ControlError.socketInUse(path)
             }
@@ -44,7 +48,10 @@ public final class ControlServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: false) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
+                    // A request is a short line; one without end must not grow a buffer until the host
+                    // runs out of memory (or past ByteBuffer's 4 GiB, which traps).
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder(),
+                                                                                       maximumBufferSize: Self.maxRequestLine))
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -57,17 +64,41 @@ public final class ControlServer: Sendable {
         return ControlServer(path: path, channel: channel, logger: logger)
     }
 
+    /// The longest request line; a longer one ends its connection.
+    static let maxRequestLine = 1 << 20
+    /// Control connections served at once; past it a connection gets an error reply and is closed, so that
+    /// idle control connections cannot take the descriptors the services need.
+    static let maxConnections = 64
+
     /// Serves connections until the task is cancelled or the server closed.
     public func run(handler: any ControlHandler) async throws {
         let allowed: Set<UInt32> = [0, getuid()]
+        // Guards the number of connections being served; taken by the accept loop and each connection's task.
+        let open = NIOLockedValueBox(0)
         try await withThrowingDiscardingTaskGroup { group in
             try await channel.executeThenClose { inbound in
                 for try await connection in inbound {
+                    let admitted = open.withLockedValue { count -> Bool in
+                        guard count < Self.maxConnections else { return false }
+                        count += 1
+                        return true
+                    }
                     group.addTask {
+                        guard admitted else { return await self.refuse(connection) }
+                        defer { open.withLockedValue { $0 -= 1 } }
                         await self.serve(connection, handler: handler, allowed: allowed)
                     }
                 }
             }
+        }
+    }
+
+    private func refuse(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) async {
+        logger.warning("control connection refused: too many", metadata: ["limit": "\(Self.maxConnections)"])
+        try? await connection.executeThenClose { _, outbound in
+            var data = try ControlJSON.encoder().encode(ControlReply.failure("too many control connections (\(Self.maxConnections)); try again later"))
+            data.append(0x0A)
+            try await outbound.write(ByteBuffer(bytes: data))
         }
     }
 
@@ -132,6 +163,8 @@ public final class ControlServer: Sendable {
 
 public enum ControlError: Error, CustomStringConvertible, Sendable {
     case socketInUse(String)
+    /// The control socket's path names something that is not a socket (never removed).
+    case notASocket(String)
     case cannotSecure(String, errno: Int32)
     case noCredentials
 
@@ -139,6 +172,8 @@ public enum ControlError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .socketInUse(let path):
             return "another inetinfo host is already listening on \(path)"
+        case .notASocket(let path):
+            return "\(path) exists and is not a socket: not replaced (choose another --control-socket, or remove it)"
         case .cannotSecure(let path, let code):
             return "cannot restrict \(path) to mode 0600: \(String(cString: strerror(code)))"
         case .noCredentials:

@@ -90,9 +90,21 @@ public enum CrashPresenter {
         return lines
     }
 
-    /// `text` on one line, safe for a terminal (every byte outside printable ASCII escaped).
+    /// `text` on one line, safe for a terminal.
     public static func escaped(_ text: String) -> String {
-        escapedLines(Data(text.utf8)).joined()
+        // Text is valid Unicode already: only what a terminal would act on, or show as something else, is
+        // escaped (controls, C1, format characters such as bidirectional overrides, unassigned and private
+        // code points); the rest (`→` in an event line, a name in another script) stays readable.
+        var result = ""
+        for scalar in text.unicodeScalars {
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate, .unassigned:
+                result += escapedLines(Data(String(scalar).utf8)).joined()
+            default:
+                result += scalar == "\\" ? "\\\\" : String(scalar)
+            }
+        }
+        return result
     }
 
     static func how(_ signal: String?, _ exitStatus: Int32?) -> String {

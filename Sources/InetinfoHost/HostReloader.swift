@@ -7,7 +7,9 @@ import Systemd
 /// directory and the isolation mode take effect on the next start; a reload that changes them says so.
 actor HostReloader {
     private let options: HostOptions
-    private var configuration: HostConfiguration
+    /// The configuration the host started with: what listens, where state lives, the isolation mode — the
+    /// settings a reload cannot change, which every reload compares with (not with the last reload's).
+    private let running: HostConfiguration
     private let supervisor: Supervisor
     private let quarantine: QuarantineBook
     private let notifier: SystemdNotifier
@@ -20,7 +22,7 @@ actor HostReloader {
          notifier: SystemdNotifier,
          environment: [String: String], startable: Set<String>, logger: Logger) {
         self.options = options
-        self.configuration = configuration
+        running = configuration
         self.supervisor = supervisor
         self.quarantine = quarantine
         self.notifier = notifier
@@ -32,7 +34,20 @@ actor HostReloader {
     /// Returns a summary of what changed, or throws why the new configuration was rejected (the old one stays).
     func reload() async throws -> String {
         _ = try? notifier.notify(.reloading(monotonicUsec: SystemdNotifier.monotonicMicroseconds()), .status("reloading"))
-        defer { _ = try? notifier.notify(.ready) }
+        let result: Result<String, any Error>
+        do {
+            result = .success(try await apply())
+        } catch {
+            result = .failure(error)
+        }
+        // READY=1 ends the reload for systemd, and STATUS= goes back to the services' summary (it said
+        // "reloading"; the status reporter only sends one when a service changes state).
+        let services = await supervisor.snapshot()
+        _ = try? notifier.notify(.ready, .status(StatusReporter.summary(services, problem: supervisor.health.problem())))
+        return try result.get()
+    }
+
+    private func apply() async throws -> String {
         let new: HostConfiguration
         do {
             new = try HostConfiguration(values: try options.values(), catalog: ServiceCatalog.entries, environment: environment)
@@ -48,17 +63,16 @@ actor HostReloader {
                 continue
             }
             enabled[name] = service.enabled
-            if service.listen != configuration.services[name]?.listen { notes.append("\(name).listen changes on restart") }
+            if service.listen != running.services[name]?.listen { notes.append("\(name).listen changes on restart") }
         }
-        if new.isolation != configuration.isolation { notes.append("host.isolation changes on restart") }
-        if new.stateDirectory != configuration.stateDirectory { notes.append("host.state-dir changes on restart") }
-        if new.adminListen != configuration.adminListen || new.adminAllowRemote != configuration.adminAllowRemote {
+        if new.isolation != running.isolation { notes.append("host.isolation changes on restart") }
+        if new.stateDirectory != running.stateDirectory { notes.append("host.state-dir changes on restart") }
+        if new.adminListen != running.adminListen || new.adminAllowRemote != running.adminAllowRemote {
             notes.append("admin.listen and admin.allow-remote change on restart")
         }
         await supervisor.apply(settings: new.services.mapValues(\.supervision), enabled: enabled)
         await supervisor.setMaxAbandoned(new.maxAbandoned)
         quarantine.update(settings: new.quarantine)
-        configuration = new
         let summary = notes.isEmpty ? "configuration reloaded" : "configuration reloaded; " + notes.joined(separator: "; ")
         logger.notice("configuration reloaded", metadata: ["notes": "\(notes)"])
         return summary

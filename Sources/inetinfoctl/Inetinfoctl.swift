@@ -7,7 +7,7 @@ struct Inetinfoctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inetinfoctl",
         abstract: "Inspect and steer a running inetinfo host.",
-        discussion: "Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error.",
+        discussion: "Every command takes --socket PATH (before or after the command): the host's control socket, by default $INETINFO_SOCKET, $RUNTIME_DIRECTORY/inetinfo.sock, or ./var/run/inetinfo.sock. Exit status: 0 success (status: every enabled service runs), 3 status: some service is not running, 1 error (a usage error too).",
         subcommands: [Status.self, Start.self, Stop.self, Restart.self, Crash.self, Events.self, Reload.self, Crashes.self,
                       Quarantine.self, Metrics.self])
 
@@ -20,8 +20,22 @@ struct Inetinfoctl: ParsableCommand {
             leading.append(arguments.removeFirst())
             if first == "--socket", !arguments.isEmpty { leading.append(arguments.removeFirst()) }
         }
+        // A misspelt command would otherwise be reported as "unknown option --socket" (moved behind it).
+        let commands = configuration.subcommands.map { $0._commandName }
+        if !leading.isEmpty, let first = arguments.first, !first.hasPrefix("-"), !commands.contains(first) {
+            fail("unknown command '\(first)' (commands: \(commands.joined(separator: ", ")))")
+        }
         arguments += leading
-        main(arguments)
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            // docs/control.md: 1 for any error, a usage error included (ArgumentParser's own status for those
+            // is 64); help and --version are not errors.
+            guard exitCode(for: error) != .success else { exit(withError: error) }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(1)
+        }
     }
 }
 

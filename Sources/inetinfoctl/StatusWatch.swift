@@ -28,6 +28,9 @@ struct StatusWatch {
                 let reading = try read(at: now)
                 text = terminal ? screen(reading, previous: previous, colour: colour) : lines(reading, previous: previous)
                 previous = reading
+            } catch let refusal as WatchError {
+                // The host answered, and said no (a service it does not have): asking again changes nothing.
+                fail(refusal.description)
             } catch {
                 text = "\(ControlJSON.formatDate(now))  host not reachable: \(error)\n"
             }

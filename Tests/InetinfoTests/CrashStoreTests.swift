@@ -70,4 +70,7 @@ import Testing
     #expect(CrashPresenter.escapedLines(input) == [#"HELO x\r\n"#, #"AUTH \\ LOGIN\n"#, #"\x1B[31m\x00\xFF\x0D"#])
     #expect(CrashPresenter.escapedLines(Data()) == [""])
     #expect(CrashPresenter.escaped("a\u{1B}]0;title\u{07}b") == #"a\x1B]0;title\x07b"#)
+    // Readable text stays readable (an event line's arrow); what a terminal would act on does not.
+    #expect(CrashPresenter.escaped("stopped → starting, naïve") == "stopped → starting, naïve")
+    #expect(CrashPresenter.escaped("a\u{202E}b\u{9B}c\\d") == #"a\xE2\x80\xAEb\xC2\x9Bc\\d"#)
 }

@@ -88,6 +88,45 @@ import Testing
         #expect(first.isRunning)
     }
 
+    /// The control socket replaces only a socket (a file an operator's typo points at is left alone: exit
+    /// 1, the reason said); a request line without end is cut off at 1 MiB instead of growing until the
+    /// host runs out of memory; past 64 connections at once a client is told so, and the host answers
+    /// again once they are gone.
+    @Test func theControlSocketReplacesOnlyASocketAndBoundsItsClients() async throws {
+        let directory = try scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let notASocket = directory.path + "/notes.txt"
+        try Data("keep me\n".utf8).write(to: URL(fileURLWithPath: notASocket))
+        let (status, stderr) = try await runHost([
+            "--state-dir", directory.path + "/state", "--control-socket", notASocket,
+            "--smtp-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+        ])
+        #expect(status == 1)
+        #expect(stderr.contains("\(notASocket) exists and is not a socket"), "\(stderr)")
+        #expect(FileManager.default.contents(atPath: notASocket) == Data("keep me\n".utf8))
+
+        try await withHost(["--set", "http.enabled=false"]) { host in
+            _ = try await host.waitUntilRunning()
+            let endless = try UnixClient(path: host.controlSocket)
+            var sent = 0
+            while sent < 8 << 20, endless.send([UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1024)) { sent += 64 * 1024 }
+            #expect(sent < 8 << 20, "the host took \(sent) bytes of one request line")
+            #expect(!(try host.status().services.isEmpty), "the host answers after the endless line")
+
+            var idle: [UnixClient] = []
+            for _ in 0..<64 { idle.append(try UnixClient(path: host.controlSocket)) }
+            let refused = try CommandResult.run(TestHost.inetinfoctl, ["--socket", host.controlSocket, "status"])
+            #expect(refused.status == 1)
+            #expect(refused.stderr.contains("too many control connections"), "\(refused.stderr)")
+            idle.forEach { $0.close() }
+            let answered = try await Deadline.eventually("status once the idle connections are gone", timeout: .seconds(10)) { () -> CommandResult? in
+                let result = try CommandResult.run(TestHost.inetinfoctl, ["--socket", host.controlSocket, "status"])
+                return result.status == 0 ? result : nil
+            }
+            #expect(answered.status == 0)
+        }
+    }
+
     @Test func aGracefulStopSays421ToAnOpenSMTPSession() async throws {
         try await withHost(["--set", "http.enabled=false"]) { host in
             _ = try await host.waitUntilRunning()
@@ -150,4 +189,37 @@ struct UnixListener {
 
     /// Closes the socket and leaves its file behind, as a killed process does.
     func closeKeepingFile() { Glibc.close(fd) }
+}
+
+/// A Unix stream socket connected to a path, with blocking sends that give up after 2 s.
+final class UnixClient {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let descriptor = fd
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw TestError("connect \(path): \(String(cString: strerror(errno)))")
+        }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Whether all of `bytes` went out (false once the peer closed, or after 2 s without progress).
+    func send(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+    }
+
+    func close() { Glibc.close(fd) }
 }
