@@ -105,7 +105,17 @@ public struct HTTPSettings: Sendable {
         switch options.text("access-log") {
         case "off", "": accessLog = .off
         case "log": accessLog = .log
-        case let path: accessLog = .file(path)
+        case let path:
+            // Checked here, so that --check-config and a start refuse it (78, naming the key) instead of
+            // each instance failing to open it and the service restarting until it is given up on.
+            let folder = (path as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder, isDirectory: &isDirectory),
+                  isDirectory.boolValue
+            else {
+                throw options.error("access-log", "'\(path)' is not off, log, or a file in an existing folder")
+            }
+            accessLog = .file(path)
         }
     }
 }

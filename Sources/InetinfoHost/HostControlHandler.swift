@@ -18,7 +18,16 @@ struct HostControlHandler: ControlHandler {
     /// `/metrics`, when the host keeps metrics (the `metrics` command prints the same).
     let metrics: MetricsExposition?
     let started: ContinuousClock.Instant
+    /// Services that have sockets (enabled at start): only these can be started (a reload says the same).
+    let startable: Set<String>
     let logger: Logger
+
+    /// A service disabled when the host started has no listening socket: started, it would run and listen
+    /// on nothing, reported as running. (Unknown names are left to the supervisor, which lists the known ones.)
+    private func requireSocket(_ name: String) throws {
+        guard !startable.contains(name), supervisor.latestSnapshot().contains(where: { $0.name == name }) else { return }
+        throw HandlerError("\(name) cannot be started without a restart of the host: it was disabled when the host started, so it has no socket")
+    }
 
     func handle(_ request: ControlRequest) async -> ControlReply {
         do {
@@ -26,12 +35,14 @@ struct HostControlHandler: ControlHandler {
             case .status:
                 return ControlReply(ok: true, status: try await status(only: request.service))
             case .start:
+                try requireSocket(try required(request.service))
                 try await supervisor.startService(try required(request.service))
                 return .done("\(request.service!) starting")
             case .stop:
                 try await supervisor.stopService(try required(request.service))
                 return .done("\(request.service!) stopped")
             case .restart:
+                try requireSocket(try required(request.service))
                 try await supervisor.restartService(try required(request.service))
                 return .done("\(request.service!) restarted")
             case .crash:
@@ -86,9 +97,16 @@ struct HostControlHandler: ControlHandler {
     }
 
     private func status(only name: String?) async throws -> HostStatus {
-        let all = await supervisor.snapshot()
+        // What the supervisor published after its last input, not a question to its loop: a wedged
+        // supervisor (whose problem `status` is there to show) would never answer one.
+        let all = supervisor.latestSnapshot()
         var services = all
-        if let name { services = [try await supervisor.snapshot(of: name)] }
+        if let name {
+            guard let service = all.first(where: { $0.name == name }) else {
+                throw SupervisorError.unknownService(name, known: all.map(\.name))
+            }
+            services = [service]
+        }
         let problem = supervisor.health.problem()
         let host = HostInfo(
             pid: getpid(),

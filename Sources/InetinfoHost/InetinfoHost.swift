@@ -154,7 +154,8 @@ public enum InetinfoHost {
         let handler = HostControlHandler(supervisor: supervisor, reloader: reloader, isolation: configuration.isolation,
                                          faults: configuration.faultInjection ? faults : nil, crashes: crashes.store,
                                          quarantine: quarantine, watchdogUsec: watchdogUsec,
-                                         admin: sockets.admin?.address, metrics: exposition, started: startTime, logger: logger)
+                                         admin: sockets.admin?.address, metrics: exposition, started: startTime,
+                                         startable: Set(sockets.services.keys), logger: logger)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let admin = sockets.admin, let metrics, let exposition {
             // First in the group, so last to stop: /readyz says 503 while the services stop.

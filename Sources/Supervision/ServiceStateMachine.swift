@@ -284,7 +284,9 @@ public struct ServiceStateMachine: Sendable {
     private mutating func restart(at now: Moment) throws(SupervisorError) -> [Effect] {
         guard !closing else { throw .shuttingDown }
         enabled = true
+        // A stop, then a start: the history is forgotten as a start forgets it.
         backoff.reset()
+        intensity.reset()
         let stopReason = "restart requested by operator"
         let startReason = "restarted by operator"
         switch phase {
@@ -358,7 +360,10 @@ public struct ServiceStateMachine: Sendable {
         guard settings.restartPolicy.restarts(afterFailure: true) else {
             return transition(to: .failed, reason: "\(reason); not restarted (\(settings.restartPolicy.rawValue))", at: now)
         }
-        guard intensity.admit(at: now.instant) else {
+        // The intensity limits a service's own failures: going down with a failed peer (shared isolation)
+        // is counted as a restart, but must not mark this service failed, or end the host, for failures
+        // that are the peer's — whose own intensity rules on them.
+        guard cause == .sharedFate || intensity.admit(at: now.instant) else {
             let limit = "more than \(settings.maxRestarts) restarts in \(settings.restartWindow.milliseconds / 1000) s"
             let failed = transition(to: .failed, reason: "\(reason); \(limit)", at: now)
             return settings.onMaxRestarts == .escalate ? failed + [.escalate(reason: limit)] : failed

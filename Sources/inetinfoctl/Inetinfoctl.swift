@@ -31,8 +31,8 @@ struct Inetinfoctl: ParsableCommand {
             try command.run()
         } catch {
             // docs/control.md: 1 for any error, a usage error included (ArgumentParser's own status for those
-            // is 64); help and --version are not errors.
-            guard exitCode(for: error) != .success else { exit(withError: error) }
+            // is 64); help, --version and the commands' own statuses (status: 3) go through as they are.
+            guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
             FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
             Foundation.exit(1)
         }

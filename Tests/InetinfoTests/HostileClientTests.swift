@@ -740,7 +740,7 @@ struct BoundedRun {
         "supervisor.restart-window=-1", "supervisor.restart-window=1e400", "supervisor.max-restarts=-1",
         "smtp.max-sessions=0", "smtp.max-sessions=99999999999999999999", "http.header-timeout=0",
         "http.max-request-line=9223372036854775807", "smtp.send-timeout=-5", "http.max-connections-per-client=abc",
-        "smtp.recipients=some",
+        "smtp.recipients=some", "http.access-log=/nonexistent-folder/access.log",
     ]
 
     @Test(arguments: badSettings)

@@ -107,6 +107,11 @@ import Testing
 
         try await withHost(["--set", "http.enabled=false"]) { host in
             _ = try await host.waitUntilRunning()
+            // Disabled at start, http has no socket: starting it would run an instance that listens on nothing.
+            for command in ["start", "restart"] {
+                let refused = try CommandResult.run(TestHost.inetinfoctl, ["--socket", host.controlSocket, command, "http"])
+                #expect(refused.status == 1 && refused.stderr.contains("http cannot be started without a restart of the host"), "\(command): \(refused.stderr)")
+            }
             let endless = try UnixClient(path: host.controlSocket)
             var sent = 0
             while sent < 8 << 20, endless.send([UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1024)) { sent += 64 * 1024 }

@@ -248,6 +248,44 @@ import Testing
         #expect(try stopped.feed(.peerFailed(reason: "x")).isEmpty)
     }
 
+    /// Going down with failed peers is counted, but the peer's failures never exhaust this service's own
+    /// intensity: it is not marked failed, nor does it end the host, however often the peer fails.
+    @Test func aPeersFailuresNeverExhaustThisServicesIntensity() throws {
+        var driver = Driver { $0.maxRestarts = 1; $0.onMaxRestarts = .escalate; $0.backoffInitial = .zero; $0.backoffMax = .zero }
+        var number = try driver.startRunning()
+        for round in 1...5 {
+            let effects = try driver.feed(.peerFailed(reason: "shared fate: smtp failed: boom"))
+            #expect(!effects.contains { if case .escalate = $0 { return true } else { return false } }, "round \(round)")
+            #expect(driver.machine.state == .starting, "round \(round)")
+            number = driver.machine.instanceNumber
+            try driver.feed(.ready(instance: number))
+        }
+        #expect(driver.machine.restarts == 5)
+        // Its own failures still count as they always did.
+        _ = try driver.feed(.failed(instance: number, reason: "own"))
+        number = driver.machine.instanceNumber
+        try driver.feed(.ready(instance: number))
+        let second = try driver.feed(.failed(instance: number, reason: "own again"))
+        #expect(second.contains(.escalate(reason: "more than 1 restarts in 60 s")))
+    }
+
+    /// An operator's restart is a stop and a start: like a start, it forgets the restart history, so a
+    /// service just restarted by hand is not given up on at its next failure.
+    @Test func anOperatorRestartForgetsTheRestartHistory() throws {
+        var driver = Driver { $0.maxRestarts = 1; $0.backoffInitial = .zero; $0.backoffMax = .zero }
+        var number = try driver.startRunning()
+        _ = try driver.feed(.failed(instance: number, reason: "one"))
+        number = driver.machine.instanceNumber
+        try driver.feed(.ready(instance: number))
+        _ = try driver.feed(.failed(instance: number, reason: "two"))
+        #expect(driver.machine.state == .failed)
+        let restarted = try driver.feed(.restart)
+        number = try #require(restarted.launched)
+        try driver.feed(.ready(instance: number))
+        _ = try driver.feed(.failed(instance: number, reason: "three"))
+        #expect(driver.machine.state != .failed, "restarted after its first failure since the operator's restart")
+    }
+
     @Test func aReloadEnablesAndDisables() throws {
         var driver = Driver(enabled: false)
         #expect(try driver.feed(.setEnabled(true, reason: "enabled by reload")).launched == 1)
