@@ -62,7 +62,8 @@ struct RequestGuard {
         if head.method == .CONNECT || fields.upgrade || (head.version == .http1_0 && fields.transferEncoding) {
             head.headers.replaceOrAdd(name: "Connection", value: "close")
         }
-        if let target = Self.originForm(head.uri) { head.uri = target }
+        // Assigned only when it changes: setting a field of the head copies its storage.
+        if let target = Self.originForm(head.uri), target.utf8.count != head.uri.utf8.count { head.uri = target }
         if let refusal {
             current = Request(head: head, refused: true)
             return .refuse(refusal)
@@ -128,18 +129,18 @@ struct RequestGuard {
     /// (unreserved, percent-encoded, sub-delims, `:`, `[`, `]`) makes it invalid. Otherwise: 400.
     static func hasValidHost(_ fields: HeadFields, version: HTTPVersion) -> Bool {
         guard fields.hosts == 1 else { return fields.hosts == 0 && version == .http1_0 }
-        return fields.host.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: "!"),
-                 UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"),
-                 UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "["),
-                 UInt8(ascii: "]"):
-                true
-            default:
-                false
-            }
+        return authorityOctets.withUnsafeBufferPointer { table in
+            fields.host.utf8.withContiguousStorageIfAvailable { $0.allSatisfy { table[Int($0)] } }
+                ?? fields.host.utf8.allSatisfy { table[Int($0)] }
         }
+    }
+
+    /// The octets of `uri-host [ ":" port ]` (RFC 3986: unreserved, pct-encoded, sub-delims, and the `:`
+    /// and brackets of a port and an IP literal), as a table: this runs for every request.
+    private static let authorityOctets: [Bool] = (0...255).map { byte in
+        let octet = UInt8(byte)
+        return (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(octet) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(octet)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(octet) || Array("-._~%!$&'()*+,;=:[]".utf8).contains(octet)
     }
 
     /// The target in origin form (`/path?query`): an absolute-form target (RFC 9112 §3.2.2, which a server

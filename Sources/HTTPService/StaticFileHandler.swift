@@ -113,7 +113,9 @@ final class StaticFileHandler: ChannelInboundHandler {
     }
 
     private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
-        if !request.isKeepAlive { closing = true }
+        // One look at `Connection` per request: HTTPRequestHead.isKeepAlive scans the fields each time.
+        let keepAlive = request.isKeepAlive
+        if !keepAlive { closing = true }
         let entry: FileCache.Entry
         var fd: Int32
         switch lookup(request.uri) {
@@ -148,7 +150,6 @@ final class StaticFileHandler: ChannelInboundHandler {
                 break
             }
         }
-        let keepAlive = request.isKeepAlive
         if !keepAlive {
             headers.add(name: "Connection", value: "close")
         } else if request.version == .http1_0 {
