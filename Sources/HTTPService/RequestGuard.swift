@@ -59,18 +59,21 @@ struct RequestGuard {
         // or without `Connection: upgrade`, which llhttp also wants: one connection closed too many costs
         // nothing.) RFC 9112 §6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing: close
         // after it too.
-        if head.method == .CONNECT || fields.upgrade || (head.version == .http1_0 && fields.transferEncoding) {
-            head.headers.replaceOrAdd(name: "Connection", value: "close")
-        }
+        let endsConnection = head.method == .CONNECT || fields.upgrade || (head.version == .http1_0 && fields.transferEncoding)
+        if endsConnection { head.headers.replaceOrAdd(name: "Connection", value: "close") }
         // Assigned only when it changes: setting a field of the head copies its storage.
         if let target = Self.originForm(head.uri), target.utf8.count != head.uri.utf8.count { head.uri = target }
-        if let refusal {
+        // RFC 9110 §10.1.1: HTTP/1.1 with `Expect: 100-continue` and content to send (HTTP/1.0's expectation
+        // is ignored, as is one without content): the client holds the content back.
+        let awaitsContinue = fields.expectsContinue && head.version.minor >= 1 && (fields.contentLength ?? 0 > 0 || fields.transferEncoding)
+        if var refusal {
+            // A refusal of such a request closes too: the content the client holds back (or framed so that
+            // it cannot be trusted) must not be read as the next request, nor waited for.
+            refusal.close = refusal.close || endsConnection || awaitsContinue
             current = Request(head: head, refused: true)
             return .refuse(refusal)
         }
-        // RFC 9110 §10.1.1: HTTP/1.1 with `Expect: 100-continue` and content to send (HTTP/1.0's expectation
-        // is ignored, as is one without content).
-        if fields.expectsContinue, head.version.minor >= 1, fields.contentLength ?? 0 > 0 || fields.transferEncoding {
+        if awaitsContinue {
             head.headers.replaceOrAdd(name: "Connection", value: "close")
             // Answered: what follows of it is dropped (and its body bounded as a refused one's).
             current = Request(head: head, refused: true)

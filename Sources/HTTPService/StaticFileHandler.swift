@@ -58,9 +58,14 @@ final class StaticFileHandler: ChannelInboundHandler {
         if error is ByteToMessageDecoderError.PayloadTooLargeError {
             // Input the parser no longer reads (after an upgrade request) piled up past the bound: the
             // answer to that request, if any, is on its way or cut; nothing else can be answered.
+            closing = true
             return context.close(promise: nil)
         }
         guard let status = RequestGuard.parserRefusal(error) else { return context.fireErrorCaught(error) }
+        // Behind a response that closes, a parser error (llhttp refuses any byte after `Connection: close`;
+        // NIO's pipelining handler holds the error until that response ends) is not answered either, nor
+        // is a second report of the same error.
+        guard !closing else { return }
         closing = true
         SimpleResponse.sendAndClose(status, context: context)
     }

@@ -52,6 +52,7 @@ public final class ControlServer: Sendable {
                     // runs out of memory (or past ByteBuffer's 4 GiB, which traps).
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder(),
                                                                                        maximumBufferSize: Self.maxRequestLine))
+                    try channel.pipeline.syncOperations.addHandler(FirstLineDeadline(limit: Self.firstLineTimeout))
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -69,6 +70,10 @@ public final class ControlServer: Sendable {
     /// Control connections served at once; past it a connection gets an error reply and is closed, so that
     /// idle control connections cannot take the descriptors the services need.
     static let maxConnections = 64
+    /// A connection that has sent no request line this long after connecting is closed: clients that say
+    /// nothing do not keep the slots (`inetinfoctl` sends its request at once; a follow stream, once it
+    /// has asked, may stay as long as it likes).
+    static let firstLineTimeout = TimeAmount.seconds(10)
 
     /// Serves connections until the task is cancelled or the server closed.
     public func run(handler: any ControlHandler) async throws {
@@ -179,5 +184,41 @@ public enum ControlError: Error, CustomStringConvertible, Sendable {
         case .noCredentials:
             return "cannot read the peer credentials of a control connection"
         }
+    }
+}
+
+/// Closes a control connection that has not sent a complete request line within `limit` of connecting.
+private final class FirstLineDeadline: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let limit: TimeAmount
+    private var deadline: Scheduled<Void>?
+    private var answered = false
+
+    init(limit: TimeAmount) { self.limit = limit }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { arm(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        answered = true
+        deadline?.cancel()
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        context.fireChannelInactive()
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        guard deadline == nil, !answered else { return }
+        let channel = context.channel
+        deadline = context.eventLoop.scheduleTask(in: limit) { channel.close(promise: nil) }
     }
 }

@@ -42,7 +42,8 @@ actor HostReloader {
         }
         // READY=1 ends the reload for systemd, and STATUS= goes back to the services' summary (it said
         // "reloading"; the status reporter only sends one when a service changes state).
-        let services = await supervisor.snapshot()
+        // Published, not asked of the supervisor's loop: a wedged one would hold READY=1 back.
+        let services = supervisor.latestSnapshot()
         _ = try? notifier.notify(.ready, .status(StatusReporter.summary(services, problem: supervisor.health.problem())))
         return try result.get()
     }

@@ -21,7 +21,7 @@ struct Inetinfoctl: ParsableCommand {
             if first == "--socket", !arguments.isEmpty { leading.append(arguments.removeFirst()) }
         }
         // A misspelt command would otherwise be reported as "unknown option --socket" (moved behind it).
-        let commands = configuration.subcommands.map { $0._commandName }
+        let commands = configuration.subcommands.map { $0._commandName } + ["help"]
         if !leading.isEmpty, let first = arguments.first, !first.hasPrefix("-"), !commands.contains(first) {
             fail("unknown command '\(first)' (commands: \(commands.joined(separator: ", ")))")
         }

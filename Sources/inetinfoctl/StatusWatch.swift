@@ -28,8 +28,8 @@ struct StatusWatch {
                 let reading = try read(at: now)
                 text = terminal ? screen(reading, previous: previous, colour: colour) : lines(reading, previous: previous)
                 previous = reading
-            } catch let refusal as WatchError {
-                // The host answered, and said no (a service it does not have): asking again changes nothing.
+            } catch let refusal as WatchError where refusal.description.hasPrefix("no service named") {
+                // The host answered that it has no such service: asking again changes nothing.
                 fail(refusal.description)
             } catch {
                 text = "\(ControlJSON.formatDate(now))  host not reachable: \(error)\n"
