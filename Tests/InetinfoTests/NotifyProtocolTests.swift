@@ -22,17 +22,7 @@ final class NotifyListener: Sendable {
         path = directory.appendingPathComponent("notify.sock").path
         let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         fd = descriptor
-        let socketPath = path
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(socketPath.utf8)
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = withUnixAddress(path) { bind(descriptor, $0, $1) }
         guard bound == 0 else { throw TestError("bind \(path): \(String(cString: strerror(errno)))") }
         let fd = self.fd
         let received = self.received
